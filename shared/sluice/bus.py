@@ -1,0 +1,153 @@
+"""The NATS connection and JetStream publishing, with production settings and retries that are safe.
+
+A publish that times out (or meets no responders during a leader election or reconnect) is retried with the same
+`Nats-Msg-Id`, so JetStream drops the copy if the first attempt was in fact stored. NATS exceptions are translated
+to `Unavailable` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from sluice.config import CommonConfig
+from sluice.errors import Unavailable
+from sluice.propagation import inject
+
+__all__ = ["Bus", "connect"]
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionReconnectingError,
+    asyncio.TimeoutError,
+)
+MSG_ID = "Nats-Msg-Id"
+
+
+@dataclass
+class ConnectionState:
+    """Readiness as the callbacks see it; `/readyz` and runner health read it."""
+
+    connected: bool = False
+    closing: bool = False
+    reconnects: int = 0
+    listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    def notify(self, what: str) -> None:
+        for listener in self.listeners:
+            listener(what)
+
+
+class Bus:
+    """One NATS connection and its JetStream context, shared by everything in a process."""
+
+    def __init__(self, nc: NATS, state: ConnectionState, *, publish_deadline_s: float = 30.0) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.state = state
+        self.publish_deadline_s = publish_deadline_s
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        headers: dict[str, str] | None = None,
+        expected_stream: str | None = None,
+    ) -> int:
+        """Publishes to JetStream until stored; returns the stream sequence (the original one for a duplicate)."""
+        hdrs = inject(dict(headers or {}))
+        hdrs[MSG_ID] = msg_id
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RETRYABLE),
+                wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+                stop=stop_after_delay(self.publish_deadline_s),
+                reraise=True,
+            ):
+                with attempt:
+                    ack = await self.js.publish(
+                        subject, payload, timeout=2.0, headers=dict(hdrs), stream=expected_stream
+                    )
+        except RETRYABLE as exc:
+            raise Unavailable("nats_unavailable", f"publish to {subject} failed: {type(exc).__name__}") from exc
+        except nats.js.errors.APIError as exc:
+            raise Unavailable("nats_error", f"publish to {subject} refused: {exc.description}") from exc
+        return int(ack.seq)
+
+    async def notify(self, subject: str, payload: bytes) -> None:
+        """A core NATS publish (not stored), with trace context: prompt notices such as cancel."""
+        await self.nc.publish(subject, payload, headers=inject({}))
+
+    async def close(self) -> None:
+        self.state.closing = True
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=5.0)
+            except (TimeoutError, nats.errors.Error):
+                await self.nc.close()
+
+
+async def connect(config: CommonConfig, *, name: str, on_event: Callable[[str], None] | None = None) -> Bus:
+    """Connects with unlimited reconnects and a short ping interval; callbacks log and track readiness."""
+    state = ConnectionState()
+    if on_event is not None:
+        state.listeners.append(on_event)
+
+    async def disconnected() -> None:
+        state.connected = False
+        if not state.closing:
+            log.warning("nats disconnected")
+        state.notify("disconnected")
+
+    async def reconnected() -> None:
+        state.connected = True
+        state.reconnects += 1
+        log.info("nats reconnected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")})
+        state.notify("reconnected")
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def closed() -> None:
+        state.connected = False
+        state.notify("closed")
+
+    callbacks: dict[str, Callable[..., Awaitable[None]]] = {
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": error,
+        "closed_cb": closed,
+    }
+    try:
+        nc = await nats.connect(
+            servers=list(config.nats_urls),
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            ping_interval=5,
+            max_outstanding_pings=3,
+            connect_timeout=3,
+            allow_reconnect=True,
+            # Keep publishing through a short outage: buffered bytes are flushed on reconnect.
+            pending_size=8 * 1024 * 1024,
+            **callbacks,
+        )
+    except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+        raise Unavailable("nats_unavailable", f"cannot reach NATS at {', '.join(config.nats_urls)}: {exc}") from exc
+    state.connected = True
+    return Bus(nc, state)

@@ -1,0 +1,124 @@
+"""Configuration read from the environment (CONTRACT §7): the settings every service shares.
+
+This module and the `settings.py` of each service are the only places that read `os.environ`; they read it once
+at start and pass a frozen object down. Secrets print masked. The standard `OTEL_*` variables are left to the
+OpenTelemetry SDK, which honours them as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from sluice.errors import InvalidInput
+
+__all__ = ["CommonConfig", "EnvReader", "parse_duration"]
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """`7d`, `24h`, `30m`, `90s`, `250ms` or plain seconds → seconds."""
+    match = _DURATION_RE.fullmatch(text)
+    if not match:
+        raise InvalidInput("invalid_duration", f"{text!r} is not a duration like 7d, 24h, 30m, 90s")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class EnvReader:
+    """Typed reads of one environment mapping, with errors that name the variable."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = os.environ if env is None else env
+
+    def text(self, name: str, default: str) -> str:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} must be at least {minimum}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} is not a number") from None
+        if value < minimum:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} must be at least {minimum}")
+        return value
+
+    def duration(self, name: str, default: str) -> float:
+        raw = self.text(name, default)
+        try:
+            return parse_duration(raw)
+        except InvalidInput:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} is not a duration like 7d, 24h, 90s") from None
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        if raw in {"0", "false", "no", "off"}:
+            return False
+        raise InvalidInput("invalid_config", f"{name}={raw!r} is not a boolean")
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.env.get(name, "").split(",") if p.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonConfig:
+    """What every service needs to reach NATS and agree on the streams."""
+
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    replicas: int = 1
+    events_max_age_s: float = 7 * 86400.0
+    duplicate_window_s: float = 120.0
+    # Ack wait of the work and tool consumers; runners extend it with in-progress acks while alive.
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
+        r = EnvReader(env)
+        replicas = r.integer("SLUICE_REPLICAS", 1, minimum=1)
+        if replicas not in (1, 3, 5):
+            raise InvalidInput("invalid_config", "SLUICE_REPLICAS must be 1, 3 or 5")
+        return cls(
+            nats_urls=r.csv("SLUICE_NATS_URL") or ("nats://127.0.0.1:4222",),
+            replicas=replicas,
+            events_max_age_s=r.duration("SLUICE_EVENTS_MAX_AGE", "7d"),
+            ack_wait_s=r.duration("SLUICE_ACK_WAIT", "30s"),
+            max_deliver=r.integer("SLUICE_MAX_DELIVER", 5, minimum=1),
+            log_level=r.text("SLUICE_LOG_LEVEL", "INFO").upper(),
+            log_format=r.text("SLUICE_LOG_FORMAT", "json"),
+        )
+
+    def describe(self) -> dict[str, object]:
+        """For the start-up log line: credentials in NATS URLs are masked."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["nats_urls"] = [re.sub(r"//[^@/]*@", "//***@", u) for u in self.nats_urls]
+        return out

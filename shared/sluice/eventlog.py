@@ -1,0 +1,121 @@
+"""The per-task event log in SLUICE_EVENTS: writing events, and reading a task's history.
+
+Writing: every producer builds events with `EventWriter`, which stamps `ts`, `source` and `trace_id`, sets a
+`Nats-Msg-Id` chosen by the caller so that a retried publish is dropped, and returns the event id (the stream
+sequence).
+
+Reading: `read_log` uses JetStream's batched direct get (`next_by_subj` on the task's subject filter), which
+costs the server no consumer and jumps straight to the task's messages however many other tasks share the
+stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+
+from sluice import subjects
+from sluice.bus import Bus
+from sluice.clock import now_iso
+from sluice.errors import Unavailable
+from sluice.events import Event, decode_event, encode, event_type
+from sluice.propagation import current_trace_id
+
+__all__ = ["EventWriter", "LogEntry", "oldest_event", "read_events", "read_log"]
+
+_DIRECT_GET = "$JS.API.DIRECT.GET." + subjects.EVENTS_STREAM
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One stored event as it sits in the stream: raw bytes, not yet decoded."""
+
+    seq: int
+    type: str
+    payload: bytes
+    headers: dict[str, str]
+
+    def decode(self) -> Event:
+        event = decode_event(self.payload)
+        event.id = str(self.seq)
+        return event
+
+
+class EventWriter:
+    """Publishes a producer's events. `trace_id` is the current span's unless the caller passes the task's."""
+
+    def __init__(self, bus: Bus, source: str) -> None:
+        self.bus = bus
+        self.source = source
+
+    def build(self, cls: type[Event], task_id: str, data: Any, *, trace_id: str | None = None) -> Event:
+        return cls(  # type: ignore[call-arg]
+            task_id=task_id,
+            ts=now_iso(),
+            source=self.source,
+            trace_id=trace_id if trace_id is not None else current_trace_id(),
+            data=data,
+        )
+
+    async def publish(self, event: Event, *, msg_id: str) -> int:
+        subject = subjects.event(event.task_id, event_type(type(event)))
+        return await self.bus.publish(subject, encode(event), msg_id=msg_id)
+
+    async def emit(self, cls: type[Event], task_id: str, data: Any, *, msg_id: str, trace_id: str | None = None) -> int:
+        return await self.publish(self.build(cls, task_id, data, trace_id=trace_id), msg_id=msg_id)
+
+
+async def read_log(
+    bus: Bus, task_id: str, *, after: int = 0, batch: int = 1000, timeout_s: float = 5.0
+) -> AsyncIterator[LogEntry]:
+    """Yields the task's events with sequence > `after` that exist now, in order, then stops."""
+    filter_subject = subjects.events_of_task(task_id)
+    inbox = bus.nc.new_inbox()
+    sub = await bus.nc.subscribe(inbox)
+    start = after + 1
+    try:
+        while True:
+            request = json.dumps({"seq": start, "next_by_subj": filter_subject, "batch": batch}).encode()
+            await bus.nc.publish(_DIRECT_GET, request, reply=inbox)
+            last_seq = None
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=timeout_s)
+                except nats.errors.TimeoutError:
+                    raise Unavailable("nats_timeout", f"reading the log of task {task_id} timed out") from None
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "404":
+                    return
+                if status == "204":  # end of this batch
+                    if headers.get("Nats-Num-Pending", "0") == "0" or last_seq is None:
+                        return
+                    start = last_seq + 1
+                    break
+                if status is not None:
+                    raise Unavailable("nats_error", f"direct get answered {status} {headers.get('Description')}")
+                last_seq = int(headers["Nats-Sequence"])
+                yield LogEntry(
+                    seq=last_seq,
+                    type=subjects.event_type_of(headers["Nats-Subject"]),
+                    payload=msg.data,
+                    headers=headers,
+                )
+    finally:
+        await sub.unsubscribe()
+
+
+async def read_events(bus: Bus, task_id: str, *, after: int = 0) -> list[Event]:
+    """The task's history decoded, each event with its `id` set."""
+    return [entry.decode() async for entry in read_log(bus, task_id, after=after)]
+
+
+async def oldest_event(bus: Bus, task_id: str) -> LogEntry | None:
+    """The oldest event the stream still holds for the task, or None if it holds none."""
+    async for entry in read_log(bus, task_id, batch=1):
+        return entry
+    return None

@@ -1,0 +1,158 @@
+"""Creates the streams, durable consumers and the KV bucket of CONTRACT §2 — idempotent and concurrent-safe.
+
+Every service calls `provision()` at start. JetStream's own create is idempotent for an identical config, so
+several services starting at once agree. A stream that exists with other settings is updated where JetStream
+allows it (replicas, max age, duplicate window, direct get, subjects); a change it forbids (retention, storage)
+is reported as a `ProvisioningError` that says what differs and how to resolve it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from sluice import subjects
+from sluice.config import CommonConfig
+from sluice.errors import ProvisioningError
+
+__all__ = ["StreamSpec", "provision", "stream_specs"]
+
+log = logging.getLogger(__name__)
+STREAM_NAME_IN_USE = 10058
+CONSUMER_ALREADY_EXISTS = 10148
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    config: StreamConfig
+    # Settings JetStream cannot change on an existing stream: a mismatch needs an operator.
+    immutable: tuple[str, ...] = ("retention", "storage")
+
+
+def stream_specs(config: CommonConfig) -> list[StreamSpec]:
+    def stream(name: str, description: str, subject: str, retention: RetentionPolicy) -> StreamSpec:
+        events = retention is RetentionPolicy.LIMITS
+        return StreamSpec(
+            StreamConfig(
+                name=name,
+                description=description,
+                subjects=[subject],
+                retention=retention,
+                storage=StorageType.FILE,
+                num_replicas=config.replicas,
+                duplicate_window=config.duplicate_window_s,
+                discard=DiscardPolicy.OLD,
+                max_age=config.events_max_age_s if events else None,
+                allow_direct=True if events else None,
+            )
+        )
+
+    return [
+        stream(
+            subjects.EVENTS_STREAM,
+            "Sluice per-task event log, replayed by clients",
+            subjects.events_all(),
+            RetentionPolicy.LIMITS,
+        ),
+        stream(
+            subjects.WORK_STREAM,
+            "Sluice work queue: run or continue a task",
+            "sluice.run.>",
+            RetentionPolicy.WORK_QUEUE,
+        ),
+        stream(subjects.TOOLS_STREAM, "Sluice tool calls", "sluice.tool.>", RetentionPolicy.WORK_QUEUE),
+    ]
+
+
+def consumer_configs(config: CommonConfig) -> list[tuple[str, ConsumerConfig]]:
+    def durable(name: str, subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=name,
+            description=f"Sluice shared durable consumer: {name}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subject=subject,
+            ack_wait=config.ack_wait_s,
+            # Unlimited here: the runner counts deliveries itself and fails a poison task with an event, so
+            # nobody waits forever for a message JetStream silently stopped delivering.
+            max_deliver=-1,
+            max_ack_pending=10_000,
+            num_replicas=0,
+        )
+
+    return [
+        (subjects.WORK_STREAM, durable(subjects.WORK_CONSUMER, subjects.work_all())),
+        (subjects.TOOLS_STREAM, durable(subjects.TOOL_CONSUMER, subjects.tool_calls_all())),
+    ]
+
+
+async def _ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    want = spec.config
+    try:
+        await js.add_stream(want)
+        return
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("stream_rejected", f"{want.name}: {exc.description}") from exc
+    have = (await js.stream_info(want.name or "")).config
+    differs = [name for name in spec.immutable if getattr(have, name) != getattr(want, name)]
+    if differs:
+        detail = ", ".join(f"{n} is {getattr(have, n)} but Sluice needs {getattr(want, n)}" for n in differs)
+        raise ProvisioningError(
+            "stream_incompatible",
+            f"stream {want.name} exists with settings JetStream cannot change ({detail}); "
+            f"back it up and delete it (nats stream rm {want.name}) or point Sluice at another account",
+        )
+    try:
+        await js.update_stream(want)
+    except nats.js.errors.APIError as exc:
+        raise ProvisioningError("stream_update_refused", f"{want.name}: {exc.description}") from exc
+    log.info("stream settings updated", extra={"stream": want.name})
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
+    try:
+        await js.add_consumer(stream, cfg)
+    except nats.js.errors.APIError as exc:
+        raise ProvisioningError("consumer_rejected", f"{stream}/{cfg.durable_name}: {exc.description}") from exc
+
+
+async def provision(js: JetStreamContext, config: CommonConfig) -> None:
+    for spec in stream_specs(config):
+        await _ensure_stream(js, spec)
+    for stream, cfg in consumer_configs(config):
+        await _ensure_consumer(js, stream, cfg)
+    await ensure_tasks_bucket(js, config)
+
+
+async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> None:
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.TASKS_BUCKET,
+                description="Sluice task records",
+                history=5,
+                replicas=config.replicas,
+                storage=StorageType.FILE,
+                ttl=config.events_max_age_s,
+                direct=True,
+            )
+        )
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("bucket_rejected", f"{subjects.TASKS_BUCKET}: {exc.description}") from exc
+        # Exists with other settings (another version, another replica count): keep it, say so.
+        log.warning("task bucket exists with different settings; keeping it", extra={"detail": exc.description})

@@ -1,0 +1,111 @@
+"""Subject, stream, consumer and bucket names: built here and only here (CONTRACT §2).
+
+Fixed words come first; every id is validated by `parse_task_id`, and event types and tool names by their own
+patterns, so no caller can turn input into a wildcard.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sluice.errors import InvalidInput
+from sluice.ids import parse_task_id
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "EVENTS_STREAM",
+    "TASKS_BUCKET",
+    "TOOLS_STREAM",
+    "TOOL_CONSUMER",
+    "WORK_CONSUMER",
+    "WORK_STREAM",
+    "control",
+    "event",
+    "event_type_of",
+    "events_all",
+    "events_of_task",
+    "events_of_type",
+    "task_id_of",
+    "tool_call",
+    "tool_calls_all",
+    "work",
+    "work_all",
+]
+
+EVENTS_STREAM = "SLUICE_EVENTS"
+WORK_STREAM = "SLUICE_WORK"
+TOOLS_STREAM = "SLUICE_TOOLS"
+TASKS_BUCKET = "sluice-tasks"
+WORK_CONSUMER = "agent-runners"
+TOOL_CONSUMER = "tool-runners"
+
+EVENT_PREFIX = "sluice.evt"
+WORK_PREFIX = "sluice.run"
+TOOL_PREFIX = "sluice.tool"
+CONTROL_PREFIX = "sluice.ctl"
+
+# Dotted lowercase words: `task.completed`, `llm.delta`. Never a wildcard, never empty tokens.
+_EVENT_TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
+_TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _event_type(value: str) -> str:
+    if not _EVENT_TYPE_RE.fullmatch(value):
+        raise InvalidInput("invalid_event_type", f"event type {value!r} is not dotted lowercase words")
+    return value
+
+
+def tool_name(value: str) -> str:
+    if not _TOOL_NAME_RE.fullmatch(value):
+        raise InvalidInput("invalid_tool_name", f"tool name {value!r} must match ^[A-Za-z0-9_-]{{1,64}}$")
+    return value
+
+
+def event(task_id: str, event_type: str) -> str:
+    return f"{EVENT_PREFIX}.{parse_task_id(task_id)}.{_event_type(event_type)}"
+
+
+def events_of_task(task_id: str) -> str:
+    return f"{EVENT_PREFIX}.{parse_task_id(task_id)}.>"
+
+
+def events_of_type(event_type: str) -> str:
+    """Every task's events of one type, e.g. all `task.completed`."""
+    return f"{EVENT_PREFIX}.*.{_event_type(event_type)}"
+
+
+def events_all() -> str:
+    return f"{EVENT_PREFIX}.>"
+
+
+def work(task_id: str) -> str:
+    return f"{WORK_PREFIX}.{parse_task_id(task_id)}"
+
+
+def work_all() -> str:
+    return f"{WORK_PREFIX}.*"
+
+
+def tool_call(name: str, task_id: str) -> str:
+    return f"{TOOL_PREFIX}.{tool_name(name)}.{parse_task_id(task_id)}"
+
+
+def tool_calls_all() -> str:
+    return f"{TOOL_PREFIX}.*.*"
+
+
+def control(task_id: str) -> str:
+    return f"{CONTROL_PREFIX}.{parse_task_id(task_id)}"
+
+
+def task_id_of(subject: str) -> str:
+    """The task id in an event, work, tool or control subject."""
+    parts = subject.split(".")
+    if subject.startswith(TOOL_PREFIX + "."):
+        return parse_task_id(parts[3] if len(parts) > 3 else "")
+    return parse_task_id(parts[2] if len(parts) > 2 else "")
+
+
+def event_type_of(subject: str) -> str:
+    """`sluice.evt.<task>.tool.completed` → `tool.completed`."""
+    return subject.split(".", 3)[3]

@@ -1,0 +1,38 @@
+"""Session fixtures: one real nats-server per test session (per xdist worker), with its own store dir."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sluice.bus import Bus, connect
+from sluice.config import CommonConfig
+from sluice.provision import provision
+from support.nats_server import NatsCluster, NatsServer, running_cluster, running_server
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    with running_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    with running_cluster(3, tmp_path_factory.mktemp("nats-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def common_config(nats_server: NatsServer) -> CommonConfig:
+    return CommonConfig(nats_urls=(nats_server.url,), ack_wait_s=3.0)
+
+
+@pytest.fixture(scope="session")
+async def bus(common_config: CommonConfig) -> AsyncIterator[Bus]:
+    """A provisioned connection shared by the session's tests (each test uses its own task ids)."""
+    b = await connect(common_config, name="sluice-tests")
+    await provision(b.js, common_config)
+    yield b
+    await b.close()

@@ -1,0 +1,67 @@
+"""Provisioning against a real nats-server: idempotent, concurrent-safe, and clear about conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from sluice import subjects
+from sluice.bus import connect
+from sluice.config import CommonConfig
+from sluice.errors import ProvisioningError
+from sluice.provision import provision
+from support.nats_server import running_server
+
+
+@pytest.fixture
+def fresh_server(tmp_path):  # type: ignore[no-untyped-def]
+    with running_server(tmp_path) as server:
+        yield server
+
+
+async def test_provisioning_twice_and_from_five_concurrent_tasks(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,))
+    bus = await connect(config, name="t")
+    try:
+        await provision(bus.js, config)
+        await provision(bus.js, config)
+        await asyncio.gather(*(provision(bus.js, config) for _ in range(5)))
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.config.allow_direct and info.config.duplicate_window >= 120
+        assert info.config.max_age == pytest.approx(7 * 86400)
+        consumer = await bus.js.consumer_info(subjects.WORK_STREAM, subjects.WORK_CONSUMER)
+        assert consumer.config.filter_subject == "sluice.run.*"
+        kv = await bus.js.key_value(subjects.TASKS_BUCKET)
+        assert kv is not None
+    finally:
+        await bus.close()
+
+
+async def test_changed_max_age_is_updated_in_place(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,))
+    bus = await connect(config, name="t")
+    try:
+        await provision(bus.js, config)
+        shorter = replace(config, events_max_age_s=3600.0)
+        await provision(bus.js, shorter)
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.config.max_age == pytest.approx(3600)
+    finally:
+        await bus.close()
+
+
+async def test_incompatible_retention_is_reported_not_papered_over(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,))
+    bus = await connect(config, name="t")
+    try:
+        await bus.js.add_stream(
+            StreamConfig(name=subjects.WORK_STREAM, subjects=["sluice.run.>"], retention=RetentionPolicy.LIMITS)
+        )
+        with pytest.raises(ProvisioningError, match=r"SLUICE_WORK.*retention") as info:
+            await provision(bus.js, config)
+        assert info.value.code == "stream_incompatible"
+    finally:
+        await bus.close()
