@@ -1,0 +1,96 @@
+"""Sluice services as real subprocesses (`sluice <service>`), for tests that kill, restart and trace them.
+
+Every service logs one JSON line per record to stderr and a record with `"msg": "ready"` once it serves; a test
+waits for that line (or for an HTTP probe) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServiceProcess", "base_env"]
+
+SLUICE = str(Path(sys.executable).with_name("sluice"))
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without Sluice/OTel/OpenAI settings, plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "OTEL_", "OPENAI_"))}
+    env.update({"SLUICE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    command: str
+    env: dict[str, str]
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(
+        self, *, ready_url: str | None = None, ready_log: str = '"msg":"ready"', timeout_s: float = 30.0
+    ) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [SLUICE, self.command, *self.extra_args], env=self.env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluice {self.command} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if ready_url is not None:
+                try:
+                    if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+            elif ready_log in self.log_text(offset):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"sluice {self.command} not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def log_text(self, offset: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_text()[-chars:]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM and wait: the graceful path. Returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return int(self.proc.returncode)
