@@ -31,6 +31,7 @@ MAX_LENGTH = 500
 MAX_DEPTH = 50  # parentheses, unary signs and chained powers; keeps recursion far from Python's limit
 MAX_BITS = 10_000  # per numerator/denominator: ~3000 digits, under Python's 4300-digit int→str limit
 _MAX_LITERAL_EXPONENT = 1_000
+_MAX_DECIMAL_EXPONENT = 3_011  # the decimal exponent of a MAX_BITS number: MAX_BITS * log10(2)
 _SIGNIFICANT_DIGITS = 16  # what repr(float) shows, for results that are not integers
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)|(?P<op>\*\*|//|[-+*/%()]))")
@@ -38,9 +39,7 @@ _Token = tuple[str, int]  # text, position
 
 
 def calculator(
-    expression: Annotated[
-        str, Meta(max_length=MAX_LENGTH, description="e.g. (17*23 + 4) / 3 or 2**0.5; no variables")
-    ],
+    expression: Annotated[str, Meta(max_length=MAX_LENGTH, description="e.g. (17*23 + 4) / 3 or 2**0.5; no variables")],
 ) -> str:
     """Evaluate an arithmetic expression exactly: numbers, + - * / // % ** (power), unary signs, parentheses.
 
@@ -48,7 +47,9 @@ def calculator(
     """
     if len(expression) > MAX_LENGTH:
         raise ToolError(f"expression is longer than {MAX_LENGTH} characters")
-    return _format(_Parser(_tokenize(expression)).parse())
+    parser = _Parser(_tokenize(expression))
+    value = parser.parse()
+    return _format(value, approximate=parser.approximate)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -68,11 +69,16 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 class _Parser:
-    """Recursive descent over the token list; `depth` counts nesting so deep input fails cleanly."""
+    """Recursive descent over the token list; `depth` counts nesting so deep input fails cleanly.
+
+    `approximate` records that a non-integer power was taken, so the result is not exact and must not
+    be printed as if every digit were known.
+    """
 
     def __init__(self, tokens: list[_Token]) -> None:
         self._tokens = tokens
         self._i = 0
+        self.approximate = False
 
     def parse(self) -> Fraction:
         if not self._tokens:
@@ -119,7 +125,9 @@ class _Parser:
         if self._peek() != "**":
             return base
         self._take()
-        return _power(base, self._unary(_deeper(depth)))
+        exponent = self._unary(_deeper(depth))
+        self.approximate |= exponent.denominator != 1
+        return _power(base, exponent)
 
     def _atom(self, depth: int) -> Fraction:
         text, pos = self._take()
@@ -141,9 +149,12 @@ def _deeper(depth: int) -> int:
 
 
 def _number(text: str) -> Fraction:
-    literal = Decimal(text)  # exact, and its magnitude is known before any big integer is built
-    if abs(literal.adjusted()) > _MAX_LITERAL_EXPONENT:
-        raise ToolError(f"number {text} is out of range")
+    try:
+        literal = Decimal(text)  # exact, and its magnitude is known before any big integer is built
+    except DecimalException:  # an exponent beyond even Decimal's range
+        literal = Decimal("Infinity")
+    if not literal.is_finite() or abs(literal.adjusted()) > _MAX_LITERAL_EXPONENT:
+        raise ToolError(f"number {text[:40]} is out of range")
     return _checked(Fraction(literal))
 
 
@@ -179,7 +190,7 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction:
 
 def _decimal_power(base: Fraction, exponent: Fraction) -> Fraction:
     """A non-integer power is irrational in general: computed to 34 digits, in a bounded context."""
-    ctx = Context(prec=34, Emax=_MAX_LITERAL_EXPONENT, Emin=-_MAX_LITERAL_EXPONENT)
+    ctx = Context(prec=34, Emax=_MAX_DECIMAL_EXPONENT, Emin=-_MAX_DECIMAL_EXPONENT)
     try:
         with localcontext(ctx):
             b = Decimal(base.numerator) / Decimal(base.denominator)
@@ -199,12 +210,14 @@ def _too_large() -> ToolError:
     return ToolError(f"result is too large to compute exactly (limit {MAX_BITS} bits)")
 
 
-def _format(value: Fraction) -> str:
-    if value.denominator == 1:
+def _format(value: Fraction, *, approximate: bool) -> str:
+    if value.denominator == 1 and not approximate:
         return str(value.numerator)
     whole = abs(value.numerator) // value.denominator
     with localcontext() as ctx:
-        # Keep every digit of the integer part, then _SIGNIFICANT_DIGITS more.
-        ctx.prec = (len(str(whole)) if whole else 0) + _SIGNIFICANT_DIGITS
+        # An exact value keeps every digit of its integer part, then _SIGNIFICANT_DIGITS more; an
+        # approximate one has only _SIGNIFICANT_DIGITS in all, and shows an exponent rather than zeros.
+        ctx.prec = _SIGNIFICANT_DIGITS + (len(str(whole)) if whole and not approximate else 0)
         result = (Decimal(value.numerator) / Decimal(value.denominator)).normalize()
-        return format(result, "E" if result.adjusted() < -9 else "f")
+        scientific = result.adjusted() < -9 or (approximate and result.adjusted() >= _SIGNIFICANT_DIGITS)
+        return format(result, "E" if scientific else "f")

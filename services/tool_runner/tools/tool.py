@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+
 from sluice.subjects import tool_name
 
 from .errors import ToolArgumentError
@@ -100,8 +101,10 @@ class Tool:
         """
         try:
             return self._decoder.decode(arguments_json.strip() or "{}")
-        except msgspec.DecodeError as exc:  # ValidationError is a subclass: wrong type, missing field
+        except msgspec.ValidationError as exc:  # wrong type, missing or unknown field: msgspec names it
             raise ToolArgumentError(f"invalid arguments for {self.name}: {exc}") from exc
+        except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # the latter: a lone surrogate
+            raise ToolArgumentError(f"invalid arguments for {self.name}: not valid JSON ({exc})") from exc
 
     async def invoke(self, arguments_json: str) -> str:
         """Decode the arguments, run the tool (sync tools in a worker thread) and return its result as text.
