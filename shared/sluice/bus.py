@@ -102,8 +102,17 @@ class Bus:
                 await self.nc.close()
 
 
-async def connect(config: CommonConfig, *, name: str, on_event: Callable[[str], None] | None = None) -> Bus:
-    """Connects with unlimited reconnects and a short ping interval; callbacks log and track readiness."""
+async def connect(
+    config: CommonConfig,
+    *,
+    name: str,
+    on_event: Callable[[str], None] | None = None,
+    wait_s: float = 30.0,
+) -> Bus:
+    """Connects with unlimited reconnects and a short ping interval; callbacks log and track readiness.
+
+    The first connection is retried for `wait_s`, so services may start before NATS does (compose, `sluice up`).
+    """
     state = ConnectionState()
     if on_event is not None:
         state.listeners.append(on_event)
@@ -133,8 +142,8 @@ async def connect(config: CommonConfig, *, name: str, on_event: Callable[[str], 
         "error_cb": error,
         "closed_cb": closed,
     }
-    try:
-        nc = await nats.connect(
+    async def attempt() -> NATS:
+        return await nats.connect(
             servers=list(config.nats_urls),
             name=name,
             max_reconnect_attempts=-1,
@@ -147,7 +156,19 @@ async def connect(config: CommonConfig, *, name: str, on_event: Callable[[str], 
             pending_size=8 * 1024 * 1024,
             **callbacks,
         )
-    except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+
+    unreachable = (nats.errors.NoServersError, OSError, TimeoutError)
+    try:
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(unreachable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            stop=stop_after_delay(wait_s),
+            before_sleep=lambda _: log.info("waiting for NATS at %s", ", ".join(config.nats_urls)),
+            reraise=True,
+        ):
+            with retry:
+                nc = await attempt()
+    except unreachable as exc:
         raise Unavailable("nats_unavailable", f"cannot reach NATS at {', '.join(config.nats_urls)}: {exc}") from exc
     state.connected = True
     return Bus(nc, state)

