@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from sluice.config import CommonConfig
 from sluice.errors import Unavailable
 from sluice.propagation import inject
+from sluice.tracing import STREAM_SEQUENCE, send_span, span_for_publish, template_of
 
 __all__ = ["Bus", "connect"]
 
@@ -68,8 +69,25 @@ class Bus:
         msg_id: str,
         headers: dict[str, str] | None = None,
         expected_stream: str | None = None,
+        span: bool | None = None,
     ) -> int:
-        """Publishes to JetStream until stored; returns the stream sequence (the original one for a duplicate)."""
+        """Publishes to JetStream until stored; returns the stream sequence (the original one for a duplicate).
+
+        `span`: open a messaging `send` span around the publish (its context is what the headers carry). By default
+        (None) every publish made inside a trace gets one, except `llm.delta` events, which would cost a span per
+        token; True/False force it.
+        """
+        if not (span_for_publish(subject) if span is None else span):
+            return await self._publish(subject, payload, msg_id, headers, expected_stream)
+        template, task_id = template_of(subject)
+        with send_span(template, task_id, msg_id=msg_id, payload_size=len(payload)) as send:
+            seq = await self._publish(subject, payload, msg_id, headers, expected_stream)
+            send.set_attribute(STREAM_SEQUENCE, seq)
+            return seq
+
+    async def _publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None, expected_stream: str | None
+    ) -> int:
         hdrs = inject(dict(headers or {}))
         hdrs[MSG_ID] = msg_id
         try:
@@ -91,7 +109,12 @@ class Bus:
 
     async def notify(self, subject: str, payload: bytes) -> None:
         """A core NATS publish (not stored), with trace context: prompt notices such as cancel."""
-        await self.nc.publish(subject, payload, headers=inject({}))
+        if not span_for_publish(subject):
+            await self.nc.publish(subject, payload, headers=inject({}))
+            return
+        template, task_id = template_of(subject)
+        with send_span(template, task_id, payload_size=len(payload)):
+            await self.nc.publish(subject, payload, headers=inject({}))
 
     async def close(self) -> None:
         self.state.closing = True

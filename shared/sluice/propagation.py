@@ -5,12 +5,13 @@ No instrumentation package exists for nats-py, so this is the one place that car
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-__all__ = ["current_trace_id", "extract", "inject", "link_from"]
+__all__ = ["attached", "current_trace_id", "extract", "inject", "link_from", "trace_id_from_headers"]
 
 
 def inject(headers: dict[str, str], ctx: otel_context.Context | None = None) -> dict[str, str]:
@@ -39,3 +40,14 @@ def trace_id_from_headers(headers: Mapping[str, str] | None) -> str:
     parent = (headers or {}).get("traceparent", "")
     parts = parent.split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
+@contextmanager
+def attached(headers: Mapping[str, str] | None) -> Iterator[otel_context.Context]:
+    """Makes the context carried by `headers` current for the block (without starting a span)."""
+    ctx = extract(headers)
+    token = otel_context.attach(ctx)
+    try:
+        yield ctx
+    finally:
+        otel_context.detach(token)
