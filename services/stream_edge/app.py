@@ -1,0 +1,132 @@
+"""The stream-edge ASGI app: `create_app(settings)` wires routers, middleware, errors and the lifespan.
+
+Importing this module connects to nothing. The lifespan connects to NATS (unless a bus is given), provisions,
+builds the task store, the task service and the stream hub; on shutdown it drains the hub (within the grace
+period) and closes the bus it opened.
+
+Middleware, outermost first: OpenTelemetry server span → HTTP metrics → CORS (when origins are configured) → body
+limit → FastAPI's exception handlers → routes.
+
+Adding routes: `edge_routers()` lists every router the edge serves. The web client (`GET /`) and the A2A
+endpoint (`/.well-known/agent-card.json`, `POST /a2a`) add their routers there; a route reaches the task service
+and the hub through `Depends(stream_edge.deps.runtime)` (`.tasks`, `.hub`, `.settings.base_url`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import TracerProvider
+from starlette.middleware.cors import CORSMiddleware
+
+from sluice import subjects
+from sluice.bus import Bus, connect
+from sluice.provision import provision
+from sluice.records import TaskStore
+from stream_edge.body_limit import BodyLimitMiddleware
+from stream_edge.commands import TaskService
+from stream_edge.errors import install_error_handlers
+from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
+from stream_edge.openapi import install_openapi
+from stream_edge.runtime import EdgeRuntime, StreamHubLike
+from stream_edge.settings import EdgeSettings
+
+__all__ = ["HubFactory", "create_app", "default_hub", "edge_routers"]
+
+log = logging.getLogger(__name__)
+
+HubFactory = Callable[[Bus, EdgeSettings], StreamHubLike]
+_NOT_TRACED = "healthz,readyz,metrics"
+
+
+def edge_routers() -> list[APIRouter]:
+    """Every router the edge serves, in order. Other features append theirs here."""
+    from stream_edge import routes_events, routes_ops, routes_tasks
+
+    return [routes_tasks.router, routes_events.router, routes_ops.router]
+
+
+def default_hub(bus: Bus, settings: EdgeSettings) -> StreamHubLike:
+    from stream_edge.streaming import StreamHub, StreamSettings
+
+    stream_settings = StreamSettings(
+        heartbeat_s=settings.heartbeat_s,
+        client_buffer_bytes=settings.client_buffer_bytes,
+        max_streams=settings.max_streams,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+    hub: StreamHubLike = StreamHub(bus, stream_settings)
+    return hub
+
+
+def create_app(
+    settings: EdgeSettings,
+    bus: Bus | None = None,
+    *,
+    hub_factory: HubFactory | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The edge app. `bus`: an already connected and provisioned bus to use (and not close); by default the
+    lifespan connects its own. `hub_factory` replaces the stream hub (tests); `tracer_provider` the global one."""
+    make_hub = hub_factory or default_hub
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_bus = bus is None
+        active = bus if bus is not None else await connect(settings.common, name="sluice-edge")
+        edge: EdgeRuntime | None = None
+        try:
+            if own_bus:
+                await provision(active.js, settings.common)
+            store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET))
+            hub = make_hub(active, settings)
+            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=TaskService(active, store), hub=hub)
+            await hub.start()
+            app.state.edge = edge
+            metrics.bind(edge)
+            log.info("stream-edge started", extra={"config": settings.describe()})
+            yield
+        finally:
+            app.state.edge = None
+            metrics.bind(None)
+            if edge is not None:
+                await edge.drain()
+            if own_bus:
+                await active.close()
+            log.info("stream-edge stopped")
+
+    app = FastAPI(
+        title="Sluice stream-edge",
+        version="0.1.0",
+        summary="Submit AI agent tasks and stream their events (SSE / NDJSON) with durable replay.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    metrics = EdgeMetrics()
+    app.state.metrics = metrics
+    app.state.edge = None
+    app.state.settings = settings
+    for router in edge_routers():
+        app.include_router(router)
+    install_error_handlers(app)
+    install_openapi(app)
+
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Accept", "Content-Type", "Last-Event-ID", "Idempotency-Key", "traceparent", "tracestate"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    FastAPIInstrumentor.instrument_app(
+        app, exclude_spans=["send", "receive"], tracer_provider=tracer_provider, excluded_urls=_NOT_TRACED
+    )
+    return app

@@ -1,0 +1,282 @@
+"""What a client can ask of a task — submit, read, cancel, answer — over the bus and the task store.
+
+HTTP-agnostic (no FastAPI here), so the REST routes and the A2A endpoint share it. Each command follows the
+protocol every service agrees on (see the common brief):
+
+- submit: create the record (`submitted`) → publish `task.submitted` (`{task}:submitted`) → record its id as
+  `last_event_id` → publish the work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task
+  bucket first; a repeated key returns the first task (and finishes its submission if that request died midway —
+  the deterministic message ids make the repeat harmless).
+- cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody held the
+  task (`submitted`, `input-required`) publish `task.canceled` (`{task}:end`) ourselves.
+- input: the record must be `input-required` → publish `task.resumed` (`{task}:resumed:{ask_seq}`) → CAS
+  `input-required → working` → publish the work message (`{task}:run:r{ask_seq}`).
+
+Events of cancel and input carry the task's trace id and run in a span of the task's trace (`continue_span`), so a
+task stays one trace though each HTTP request starts its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+
+import msgspec
+
+from sluice import subjects
+from sluice.bus import Bus
+from sluice.clock import now_iso
+from sluice.errors import Conflict, InvalidInput, Unavailable
+from sluice.eventlog import EventWriter, LogEntry
+from sluice.events import (
+    ErrorInfo,
+    TaskCanceled,
+    TaskCanceledData,
+    TaskFailed,
+    TaskFailedData,
+    TaskRecord,
+    TaskResumed,
+    TaskResumedData,
+    TaskSubmitted,
+    TaskSubmittedData,
+    decode_event,
+    encode,
+)
+from sluice.ids import is_task_id, new_task_id, parse_task_id
+from sluice.logs import task_scope
+from sluice.messages import ControlMessage, WorkMessage
+from sluice.records import TaskStore
+from sluice.tracing import continue_span
+from stream_edge import logview
+
+__all__ = ["AGENT_PATTERN", "SOURCE", "TaskService", "validate_idempotency_key", "validate_submission"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "stream-edge"
+AGENT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_AGENT_RE = re.compile(AGENT_PATTERN)
+# Printable ASCII without spaces at the ends, as for any HTTP header token we store.
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$")
+_UNATTENDED = frozenset({"submitted", "input-required"})
+# How long a repeated Idempotency-Key waits for the first request to create its record.
+_CLAIMANT_WAIT_S = 5.0
+
+
+def validate_submission(request: TaskSubmittedData) -> None:
+    """The rules the HTTP models also state, enforced here for every caller (REST, A2A)."""
+    if not request.input.strip():
+        raise InvalidInput("invalid_input", "input must not be empty")
+    if not _AGENT_RE.fullmatch(request.agent):
+        raise InvalidInput("invalid_agent", f"agent must match {AGENT_PATTERN}")
+
+
+def validate_idempotency_key(key: str) -> str:
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise InvalidInput("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def _with_last_event(seq: int) -> Callable[[TaskRecord], TaskRecord | None]:
+    """A record change that moves `last_event_id` forward to `seq` (never back: another writer may be ahead)."""
+
+    def change(record: TaskRecord) -> TaskRecord | None:
+        if record.last_event_id is not None and int(record.last_event_id) >= seq:
+            return None
+        return msgspec.structs.replace(record, last_event_id=str(seq))
+
+    return change
+
+
+class TaskService:
+    """The task commands of the edge. One per process; safe to share between concurrent requests."""
+
+    def __init__(self, bus: Bus, store: TaskStore) -> None:
+        self.bus = bus
+        self.store = store
+        self.writer = EventWriter(bus, SOURCE)
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(
+        self, request: TaskSubmittedData, *, idempotency_key: str | None = None, trace_id: str | None = None
+    ) -> TaskRecord:
+        """Creates a task and hands it to the runners; returns its record (`last_event_id` = `task.submitted`).
+
+        `trace_id` defaults to the current span's: call this inside the request's span so the task's trace
+        starts there (the bus injects that context into `task.submitted` and the work message).
+        """
+        validate_submission(request)
+        task_id = new_task_id()
+        if idempotency_key is not None:
+            owner = await self.store.claim_idempotency_key(validate_idempotency_key(idempotency_key), task_id)
+            if owner != task_id:
+                return await self._repeat(owner, request, trace_id)
+        now = now_iso()
+        record = TaskRecord(
+            id=task_id,
+            state="submitted",
+            agent=request.agent,
+            input=request.input,
+            created_at=now,
+            updated_at=now,
+            metadata=request.metadata,
+            context_id=request.context_id,
+        )
+        await self.store.create(record)
+        with task_scope(task_id):
+            record = await self._hand_over(record, request, trace_id)
+            log.info("task submitted", extra={"agent": request.agent})
+        return record
+
+    async def _hand_over(self, record: TaskRecord, request: TaskSubmittedData, trace_id: str | None) -> TaskRecord:
+        task_id = record.id
+        try:
+            seq = await self.writer.emit(
+                TaskSubmitted, task_id, request, msg_id=f"{task_id}:submitted", trace_id=trace_id
+            )
+            _, record = await self.store.update(task_id, _with_last_event(seq))
+            work = WorkMessage(task_id=task_id, reason="submitted")
+            await self.bus.publish(subjects.work(task_id), encode(work), msg_id=f"{task_id}:run:submitted")
+        except Unavailable as exc:
+            await self._fail_unsubmitted(task_id, exc, trace_id)
+            raise
+        return record
+
+    async def _fail_unsubmitted(self, task_id: str, cause: Unavailable, trace_id: str | None) -> None:
+        """Best effort: a task the runners never received must not sit in `submitted` forever."""
+        error = ErrorInfo(code="submit_failed", message=f"the task could not be handed to the runners: {cause.message}")
+
+        def change(record: TaskRecord) -> TaskRecord | None:
+            if record.state != "submitted":
+                return None
+            return msgspec.structs.replace(record, state="failed", error=error)
+
+        try:
+            before, after = await self.store.update(task_id, change)
+            if before.state == "submitted" and after.state == "failed":
+                seq = await self.writer.emit(
+                    TaskFailed, task_id, TaskFailedData(error=error, usage=after.usage), msg_id=f"{task_id}:end",
+                    trace_id=trace_id,
+                )  # fmt: skip
+                await self.store.update(task_id, _with_last_event(seq))
+        except Unavailable as exc:
+            log.warning("could not mark an unsubmitted task failed: %s", exc.message, extra={"task_id": task_id})
+
+    async def _repeat(self, owner: str, request: TaskSubmittedData, trace_id: str | None) -> TaskRecord:
+        """A repeated Idempotency-Key: the first task, its submission completed if its request died midway."""
+        if not is_task_id(owner):
+            raise Conflict("idempotency_key_in_use", "this Idempotency-Key belongs to no valid task; use another key")
+        record = await self._wait_for_record(owner)
+        if record.state == "submitted" and record.last_event_id is None:
+            with task_scope(owner):
+                record = await self._hand_over(record, request, trace_id)
+        return record
+
+    async def _wait_for_record(self, task_id: str) -> TaskRecord:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CLAIMANT_WAIT_S
+        delay = 0.02
+        while True:
+            record = await self.store.find(task_id)
+            if record is not None:
+                return record
+            if loop.time() > deadline:
+                raise Conflict(
+                    "idempotency_key_in_use",
+                    "another request with this Idempotency-Key has not created its task; retry later or use a new key",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # ------------------------------------------------------------------ read
+
+    async def get(self, task_id: str) -> TaskRecord:
+        return await self.store.get(parse_task_id(task_id))
+
+    async def find(self, task_id: str) -> TaskRecord | None:
+        return await self.store.find(parse_task_id(task_id))
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, task_id: str, reason: str = "") -> TaskRecord:
+        """Cancels a task that has not ended (Conflict if it has). Returns the record, state `canceled`."""
+        task_id = parse_task_id(task_id)
+        reason = reason.strip() or "canceled by client"
+
+        def change(record: TaskRecord) -> TaskRecord:
+            if record.terminal:
+                raise Conflict("task_terminal", f"task {task_id} has already ended ({record.state})")
+            return msgspec.structs.replace(record, state="canceled")
+
+        with task_scope(task_id):
+            before, after = await self.store.update(task_id, change)
+            headers, trace_id = await self._task_trace(task_id)
+            with continue_span("cancel task", headers, attributes={"sluice.task_id": task_id}):
+                notice = ControlMessage(task_id=task_id, action="cancel", reason=reason)
+                await self.bus.notify(subjects.control(task_id), encode(notice))
+                if before.state in _UNATTENDED:
+                    # No runner holds the task, so nobody else will write its end.
+                    seq = await self.writer.emit(
+                        TaskCanceled, task_id, TaskCanceledData(reason=reason), msg_id=f"{task_id}:end",
+                        trace_id=trace_id,
+                    )  # fmt: skip
+                    _, after = await self.store.update(task_id, _with_last_event(seq))
+            log.info("task canceled", extra={"previous_state": before.state})
+        return after
+
+    # ------------------------------------------------------------------ input
+
+    async def provide_input(self, task_id: str, *, text: str | None = None, approve: bool | None = None) -> TaskRecord:
+        """Answers a task waiting in `input-required`: a text (`text`) or an approval decision (`approve`)."""
+        task_id = parse_task_id(task_id)
+        if (text is None) == (approve is None):
+            raise InvalidInput("invalid_input", "give exactly one of `input` and `approve`")
+        if text is not None and not text.strip():
+            raise InvalidInput("invalid_input", "input must not be empty")
+        record = await self.store.get(task_id)
+        if record.state != "input-required":
+            raise Conflict("task_not_waiting", f"task {task_id} is {record.state}, not input-required")
+        ask = await logview.last_of_type(self.bus, task_id, "task.input_required")
+        if ask is None:
+            raise Conflict("task_not_waiting", f"task {task_id} has no pending question in its log")
+        if text is None:
+            text = "approved" if approve else "denied"
+        data = TaskResumedData(input=text, approved=approve)
+        with task_scope(task_id):
+            headers, trace_id = await self._task_trace(task_id)
+            with continue_span("resume task", headers, attributes={"sluice.task_id": task_id}):
+                seq = await self.writer.emit(
+                    TaskResumed, task_id, data, msg_id=f"{task_id}:resumed:{ask.seq}", trace_id=trace_id
+                )
+                await self._check_ours(seq, data)
+
+                def change(current: TaskRecord) -> TaskRecord:
+                    if current.state != "input-required":
+                        raise Conflict("task_not_waiting", f"task {task_id} is {current.state}, not input-required")
+                    return msgspec.structs.replace(current, state="working", last_event_id=str(seq))
+
+                _, record = await self.store.update(task_id, change)
+                work = WorkMessage(task_id=task_id, reason="resumed")
+                await self.bus.publish(subjects.work(task_id), encode(work), msg_id=f"{task_id}:run:r{ask.seq}")
+            log.info("task resumed", extra={"asked_at": ask.seq})
+        return record
+
+    async def _check_ours(self, seq: int, data: TaskResumedData) -> None:
+        """Two answers racing publish under one message id and JetStream keeps the first: was it this one?"""
+        stored = await logview.event_at(self.bus, seq)
+        if stored is None or getattr(decode_event(stored.payload), "data", None) != data:
+            raise Conflict("input_already_given", "another answer to this question was recorded first")
+
+    async def _task_trace(self, task_id: str) -> tuple[dict[str, str] | None, str | None]:
+        """The trace context and trace id of the task, from its `task.submitted` event (None if unknown)."""
+        submitted: LogEntry | None = await logview.last_of_type(self.bus, task_id, "task.submitted")
+        if submitted is None:
+            return None, None
+        try:
+            trace_id = decode_event(submitted.payload).trace_id or None
+        except msgspec.DecodeError:
+            trace_id = None
+        return submitted.headers, trace_id

@@ -1,0 +1,103 @@
+"""`GET /v1/tasks/{id}/events` (CONTRACT §5): validate everything, then hand the stream to the hub.
+
+Every check happens before the first byte, so a bad request is a real HTTP error, never a broken stream:
+bad id / cursor / parameter → 400, unknown task → 404, no acceptable format → 406, at capacity or shutting
+down → 503. A cursor past the end of the event log (an id no event has yet) is a 400: following from there would
+silently skip the events written in between.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.responses import Response
+
+from sluice.errors import InvalidInput, NotFound, Unavailable
+from sluice.events import TaskRecord
+from sluice.ids import parse_event_id, parse_task_id
+from stream_edge import logview
+from stream_edge.deps import only_query, runtime
+from stream_edge.errors import NotAcceptable
+from stream_edge.negotiation import NDJSON, SSE, best_match
+from stream_edge.openapi import error_responses, stream_response
+from stream_edge.routes_tasks import TaskIdPath
+from stream_edge.runtime import EdgeRuntime, StreamFormat
+
+__all__ = ["router", "start_position"]
+
+router = APIRouter(prefix="/v1/tasks", tags=["events"])
+
+QUERY = ("format", "after", "follow", "snapshot")
+
+
+def stream_format(accept: str | None, override: StreamFormat | None) -> StreamFormat:
+    if override is not None:
+        return override
+    media = best_match(accept, (SSE, NDJSON))
+    if media is None:
+        raise NotAcceptable("not_acceptable", "event streams are text/event-stream or application/x-ndjson")
+    return "sse" if media == SSE else "ndjson"
+
+
+def start_position(last_event_id: str | None, after: str | None) -> int:
+    """`Last-Event-ID` wins over `?after=`; neither means from the first event (0). An empty header is absent."""
+    if last_event_id is not None and last_event_id.strip():
+        return parse_event_id(last_event_id.strip(), field="Last-Event-ID")
+    if after is not None:
+        return parse_event_id(after, field="after")
+    return 0
+
+
+async def check_not_future(edge: EdgeRuntime, record: TaskRecord, after: int) -> None:
+    if after == 0 or (record.last_event_id is not None and after <= int(record.last_event_id)):
+        return
+    end = await logview.log_end(edge.bus)
+    if after > end:
+        raise InvalidInput(
+            "event_id_from_future",
+            f"event id {after} does not exist yet (the event log ends at {end}); resume from an id you received",
+        )
+
+
+@router.get(
+    "/{task_id}/events",
+    summary="Stream a task's events (SSE or NDJSON)",
+    response_class=Response,
+    dependencies=[Depends(only_query(*QUERY))],
+    responses={
+        200: stream_response("The task's events, replayed from the start position, then live"),
+        **error_responses(400, 404, 406, 503),
+    },
+)
+async def task_events(
+    task_id: TaskIdPath,
+    request: Request,
+    edge: Annotated[EdgeRuntime, Depends(runtime)],
+    fmt: Annotated[
+        Literal["sse", "ndjson"] | None,
+        Query(alias="format", description="Overrides `Accept`: `sse` or `ndjson`."),
+    ] = None,
+    after: Annotated[
+        str | None, Query(description="Start after this event id (ignored when `Last-Event-ID` is sent).")
+    ] = None,
+    follow: Annotated[bool, Query(description="`false`: send what exists now, then end.")] = True,
+    snapshot: Annotated[
+        bool, Query(description="Start with a `task.snapshot` of the record, then live events only.")
+    ] = False,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="Resume after the last event id you received.")
+    ] = None,
+) -> Response:
+    task_id = parse_task_id(task_id)
+    chosen = stream_format(request.headers.get("accept"), fmt)
+    after_seq = start_position(last_event_id, after)
+    record = await edge.tasks.find(task_id)
+    if record is None:
+        raise NotFound("task_not_found", f"no task {task_id}")
+    await check_not_future(edge, record, after_seq)
+    if edge.draining:
+        raise Unavailable("shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1)
+    return await edge.hub.open(
+        task_id, after=after_seq, fmt=chosen, follow=follow, snapshot=record if snapshot else None
+    )

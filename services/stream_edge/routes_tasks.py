@@ -1,0 +1,156 @@
+"""`/v1/tasks`: submit, read, cancel, answer. Each route parses, calls `TaskService`, returns the record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from sluice.errors import Unavailable
+from sluice.events import TaskRecord, encode
+from sluice.ids import TASK_ID_PATTERN, parse_task_id
+from stream_edge.api_models import CancelBody, InputBody, TaskCreateBody
+from stream_edge.deps import json_body, only_query, runtime
+from stream_edge.errors import NotAcceptable
+from stream_edge.negotiation import JSON, NDJSON, SSE, best_match
+from stream_edge.openapi import error_responses, record_response, stream_response
+from stream_edge.runtime import EdgeRuntime
+
+__all__ = ["TaskIdPath", "router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+TaskIdPath = Annotated[
+    str,
+    Path(
+        description="The task id (`^[A-Za-z0-9_-]{8,64}$`); anything else is a 400.",
+        json_schema_extra={"pattern": TASK_ID_PATTERN},
+        examples=["01JD3S5Q8V0C7W6X9Y2Z3A4B5C"],
+    ),
+]
+Edge = Annotated[EdgeRuntime, Depends(runtime)]
+
+
+def record_json(record: TaskRecord, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(encode(record), status_code=status, media_type=JSON, headers=headers)
+
+
+def location_of(task_id: str) -> str:
+    return f"/v1/tasks/{task_id}"
+
+
+class CreatedStream(Response):
+    """The hub's stream response, answered as `201 Created`: the request created the task it streams."""
+
+    def __init__(self, stream: Response) -> None:
+        self.stream = stream
+        self.status_code = 201
+        self.background = None
+        self.raw_headers = stream.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_created(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "status": 201}
+            await send(message)
+
+        await self.stream(scope, receive, send_created)
+
+
+@router.post(
+    "",
+    summary="Submit a task",
+    status_code=201,
+    response_class=Response,
+    dependencies=[Depends(only_query()), Depends(json_body)],
+    responses={
+        201: {
+            **record_response("The task record; `Location` names the task"),
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/TaskRecord"}},
+                **stream_response("")["content"],
+            },
+        },
+        **error_responses(400, 406, 409, 413, 415, 422, 503),
+    },
+)
+async def submit_task(
+    body: TaskCreateBody,
+    request: Request,
+    edge: Edge,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Repeat a submission safely: the same key returns the same task."),
+    ] = None,
+) -> Response:
+    """Creates a task. With `Accept: text/event-stream` or `application/x-ndjson` the response is the task's event
+    stream instead of its record (still 201, task id in `Location` and in the first event)."""
+    media = best_match(request.headers.get("accept"), (JSON, SSE, NDJSON))
+    if media is None:
+        raise NotAcceptable("not_acceptable", "this route answers application/json, text/event-stream or x-ndjson")
+    streaming = media != JSON
+    if streaming and edge.draining:
+        raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
+    record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key)
+    location = {"Location": location_of(record.id)}
+    if not streaming:
+        return record_json(record, 201, location)
+    try:
+        response = await edge.hub.open(record.id, after=0, fmt="sse" if media == SSE else "ndjson")
+    except Unavailable as exc:
+        # The task exists: say so rather than fail the request. The client streams it later from Location.
+        log.warning("task created but no stream opened: %s", exc.message, extra={"task_id": record.id})
+        return record_json(record, 201, location)
+    response.headers.update(location)
+    return CreatedStream(response)
+
+
+@router.get(
+    "/{task_id}",
+    summary="Read a task's record",
+    response_class=Response,
+    dependencies=[Depends(only_query())],
+    responses={200: record_response("The task record"), **error_responses(400, 404, 503)},
+)
+async def get_task(task_id: TaskIdPath, edge: Edge) -> Response:
+    return record_json(await edge.tasks.get(parse_task_id(task_id)))
+
+
+@router.post(
+    "/{task_id}/cancel",
+    summary="Cancel a task",
+    status_code=202,
+    response_class=Response,
+    dependencies=[Depends(only_query()), Depends(json_body)],
+    responses={
+        202: record_response("The record, now `canceled`; the task.canceled event follows in the stream"),
+        **error_responses(400, 404, 409, 413, 415, 422, 503),
+    },
+)
+async def cancel_task(task_id: TaskIdPath, edge: Edge, body: CancelBody | None = None) -> Response:
+    """Stops a task that has not ended (409 if it has). Closing a stream never cancels a task; this does."""
+    record = await edge.tasks.cancel(parse_task_id(task_id), body.reason if body else "")
+    return record_json(record, 202)
+
+
+@router.post(
+    "/{task_id}/input",
+    summary="Answer a task waiting for input",
+    status_code=202,
+    response_class=Response,
+    dependencies=[Depends(only_query()), Depends(json_body)],
+    responses={
+        202: record_response("The record, now `working`; a runner continues the task"),
+        **error_responses(400, 404, 409, 413, 415, 422, 503),
+    },
+)
+async def provide_input(task_id: TaskIdPath, body: InputBody, edge: Edge) -> Response:
+    """`{"input": "..."}` answers a question; `{"approve": true|false}` decides on a tool call. 409 unless the task
+    is `input-required`."""
+    record = await edge.tasks.provide_input(parse_task_id(task_id), text=body.input, approve=body.approve)
+    return record_json(record, 202)

@@ -1,0 +1,92 @@
+"""What one edge process holds while it serves: the bus, the task service, the stream hub — and its readiness.
+
+Built by the app's lifespan, reachable from routes through `deps.runtime`. `drain()` ends the open streams (within
+the shutdown grace) and is safe to call twice: the server calls it as soon as SIGTERM arrives, the lifespan again
+at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import nats.errors
+import nats.js.errors
+from starlette.responses import Response
+
+from sluice import subjects
+from sluice.bus import Bus
+from sluice.events import TaskRecord
+from sluice.records import TaskStore
+from stream_edge.commands import TaskService
+from stream_edge.settings import EdgeSettings
+
+__all__ = ["EdgeRuntime", "StreamFormat", "StreamHubLike"]
+
+log = logging.getLogger(__name__)
+
+StreamFormat = Literal["sse", "ndjson"]
+_READY_TIMEOUT_S = 2.0
+_STREAMS = (subjects.EVENTS_STREAM, subjects.WORK_STREAM, subjects.TOOLS_STREAM)
+
+
+class StreamHubLike(Protocol):
+    """What the edge needs of `stream_edge.streaming.StreamHub`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def open(
+        self,
+        task_id: str,
+        *,
+        after: int,
+        fmt: StreamFormat,
+        follow: bool = True,
+        snapshot: TaskRecord | None = None,
+    ) -> Response: ...
+
+    @property
+    def stats(self) -> Mapping[str, int | float]: ...
+
+
+@dataclass
+class EdgeRuntime:
+    settings: EdgeSettings
+    bus: Bus
+    store: TaskStore
+    tasks: TaskService
+    hub: StreamHubLike
+    draining: bool = False
+    _hub_stopped: bool = False
+    _stop_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def readiness(self) -> str | None:
+        """None when ready to serve; otherwise why not."""
+        if self.draining:
+            return "shutting down"
+        if not self.bus.state.connected:
+            return "not connected to NATS"
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                for name in _STREAMS:
+                    await self.bus.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return "a JetStream stream is missing"
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"JetStream does not answer ({type(exc).__name__})"
+        return None
+
+    async def drain(self) -> None:
+        """Stop taking streams and end the open ones (the hub honours the shutdown grace)."""
+        self.draining = True
+        async with self._stop_lock:
+            if self._hub_stopped:
+                return
+            self._hub_stopped = True
+            log.info("draining event streams", extra={"streams": self.hub.stats.get("active_streams", 0)})
+            await self.hub.stop()

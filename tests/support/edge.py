@@ -1,0 +1,270 @@
+"""stream-edge under test: in-process on a real socket (fast), or as a `sluice edge` subprocess (signals, restarts).
+
+- `running_edge(common_config, bus)`: `create_app` under uvicorn on a free loopback port in the test's event loop,
+  with an httpx client bound to it. Streams are real HTTP streams (no ASGITransport buffering).
+- `edge_process(tmp_path, nats_url)`: a started `ServiceProcess` for `sluice edge` (waits for /readyz).
+- `published(bus)`: the last sequence of every Sluice stream and the task bucket — compare before/after a
+  rejected request to prove nothing was written.
+- `collect_stream(...)`: read an SSE / NDJSON response into parsed frames until a condition holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.responses import Response, StreamingResponse
+
+from sluice import subjects
+from sluice.bus import Bus
+from sluice.config import CommonConfig
+from sluice.eventlog import read_log
+from sluice.events import TERMINAL_TYPES, TaskRecord, encode
+from stream_edge.app import HubFactory, create_app
+from stream_edge.server import EdgeServer
+from stream_edge.settings import EdgeSettings
+from support.nats_server import free_port
+from support.procs import ServiceProcess, base_env
+
+__all__ = [
+    "EdgeUnderTest",
+    "StreamFrame",
+    "collect_stream",
+    "edge_process",
+    "published",
+    "real_hub_available",
+    "running_edge",
+]
+
+
+def real_hub_available() -> bool:
+    try:
+        from stream_edge.streaming import StreamHub  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ReplayHub:
+    """TEMPORARY stand-in for `stream_edge.streaming.StreamHub` while that is being built: replays the log with
+    direct gets and follows by re-reading it. Used only when the real hub cannot be imported."""
+
+    def __init__(self, bus: Bus, settings: EdgeSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.counters: dict[str, int] = {"active_streams": 0, "events_delivered": 0}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopping.set()
+
+    @property
+    def stats(self) -> Mapping[str, int | float]:
+        return dict(self.counters)
+
+    async def open(
+        self, task_id: str, *, after: int, fmt: str, follow: bool = True, snapshot: TaskRecord | None = None
+    ) -> Response:
+        sse = fmt == "sse"
+
+        async def frames() -> AsyncIterator[bytes]:
+            self.counters["active_streams"] += 1
+            try:
+                if sse:
+                    yield b"retry: 2000\n\n"
+                last = after
+                while not self.stopping.is_set():
+                    async for entry in read_log(self.bus, task_id, after=last):
+                        event = entry.decode()
+                        body = encode(event)
+                        yield (
+                            (f"id: {entry.seq}\nevent: {entry.type}\ndata: ".encode() + body + b"\n\n")
+                            if sse
+                            else (body + b"\n")
+                        )
+                        self.counters["events_delivered"] += 1
+                        last = entry.seq
+                        if entry.type in TERMINAL_TYPES:
+                            return
+                    if not follow:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), timeout=0.05)
+            finally:
+                self.counters["active_streams"] -= 1
+
+        media = "text/event-stream; charset=utf-8" if sse else "application/x-ndjson"
+        return StreamingResponse(frames(), media_type=media, headers={"Cache-Control": "no-cache, no-transform"})
+
+
+def _test_hub_factory() -> HubFactory | None:
+    return None if real_hub_available() else ReplayHub
+
+
+@dataclass
+class EdgeUnderTest:
+    url: str
+    app: FastAPI
+    server: EdgeServer
+    client: httpx.AsyncClient
+    settings: EdgeSettings
+    tracer_provider: TracerProvider | None = None
+
+
+@contextlib.asynccontextmanager
+async def running_edge(
+    common_config: CommonConfig,
+    bus: Bus | None = None,
+    *,
+    hub_factory: HubFactory | None = None,
+    tracer_provider: TracerProvider | None = None,
+    **overrides: Any,
+) -> AsyncIterator[EdgeUnderTest]:
+    """`create_app` served by uvicorn on a free port in this event loop; yields once it answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    settings = EdgeSettings(host="127.0.0.1", port=port, common=common_config, **overrides)
+    app = create_app(settings, bus, hub_factory=hub_factory or _test_hub_factory(), tracer_provider=tracer_provider)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", ws="none",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
+    )  # fmt: skip
+    server = EdgeServer(config, app, handle_signals=False)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the edge stopped during start-up")
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+            yield EdgeUnderTest(url, app, server, client, settings, tracer_provider)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+        sock.close()
+
+
+def edge_process(log_dir: Path, nats_url: str, **env: str) -> tuple[ServiceProcess, str]:
+    """`sluice edge` as a subprocess on a free port, started and ready; returns it and its base URL."""
+    port = free_port()
+    process = ServiceProcess(
+        "edge",
+        base_env(SLUICE_NATS_URL=nats_url, SLUICE_HTTP_PORT=str(port), SLUICE_HTTP_HOST="127.0.0.1", **env),
+        log_dir / f"edge-{port}.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    process.start(ready_url=f"{url}/readyz")
+    return process, url
+
+
+# ---------------------------------------------------------------- what was published
+
+
+_BUCKET_STREAM = f"KV_{subjects.TASKS_BUCKET}"
+
+
+async def published(bus: Bus) -> dict[str, int]:
+    """The last sequence of each Sluice stream (and the task bucket): any write moves one of them."""
+    out: dict[str, int] = {}
+    for name in (subjects.EVENTS_STREAM, subjects.WORK_STREAM, subjects.TOOLS_STREAM, _BUCKET_STREAM):
+        info = await bus.js.stream_info(name)
+        out[name] = int(info.state.last_seq or 0)
+    return out
+
+
+async def task_message_counts(bus: Bus, task_id: str) -> tuple[int, int]:
+    """(events, work messages ever stored) for one task."""
+    events = await bus.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.events_of_task(task_id))
+    work = await bus.js.stream_info(subjects.WORK_STREAM, subjects_filter=subjects.work(task_id))
+    return sum((events.state.subjects or {}).values()), sum((work.state.subjects or {}).values())
+
+
+# ---------------------------------------------------------------- reading streams
+
+
+@dataclass
+class StreamFrame:
+    """One SSE event or NDJSON line, parsed."""
+
+    id: str | None
+    type: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+    comment: str | None = None
+
+
+def _parse_sse(block: str) -> StreamFrame | None:
+    frame = StreamFrame(id=None, type=None)
+    data_lines: list[str] = []
+    for line in block.split("\n"):
+        if line.startswith(":"):
+            frame.comment = line[1:].strip()
+        elif line.startswith("id:"):
+            frame.id = line[3:].strip()
+        elif line.startswith("event:"):
+            frame.type = line[6:].strip()
+        elif line.startswith("data:"):
+            data_lines.append(line[5:].lstrip())
+        elif line.startswith("retry:"):
+            frame.comment = "retry:" + line[6:].strip()
+    if data_lines:
+        frame.data = json.loads("\n".join(data_lines))
+        frame.type = frame.type or frame.data.get("type")
+    if frame.id is None and frame.type is None and frame.comment is None:
+        return None
+    return frame
+
+
+async def collect_stream(
+    response: httpx.Response,
+    *,
+    until: Callable[[list[StreamFrame]], bool] | None = None,
+    on_frame: Callable[[StreamFrame], Awaitable[None]] | None = None,
+    timeout_s: float = 10.0,
+) -> list[StreamFrame]:
+    """Reads frames (events only: comments and heartbeats are skipped) until the stream ends or `until` holds."""
+    sse = response.headers.get("content-type", "").startswith("text/event-stream")
+    frames: list[StreamFrame] = []
+    buffer = ""
+
+    async def read() -> None:
+        nonlocal buffer
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            separator = "\n\n" if sse else "\n"
+            while separator in buffer:
+                block, buffer = buffer.split(separator, 1)
+                if not block.strip():
+                    continue
+                frame: StreamFrame | None
+                if sse:
+                    frame = _parse_sse(block)
+                else:
+                    data = json.loads(block)
+                    frame = StreamFrame(id=data.get("id"), type=data.get("type"), data=data)
+                if frame is None or frame.type in (None, "heartbeat"):
+                    continue
+                frames.append(frame)
+                if on_frame is not None:
+                    await on_frame(frame)
+                if until is not None and until(frames):
+                    return
+
+    await asyncio.wait_for(read(), timeout=timeout_s)
+    return frames
