@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from sluice import events as ev
 from sluice.clock import now_iso
@@ -138,6 +137,7 @@ class StandInEdge:
     script: Callable[[str, str, str], list[ev.Event]] = field(
         default_factory=lambda: lambda task_id, _input, _agent: scripted_events(task_id)
     )
+    submit_released: int | None = None  # how much of a submitted task's script is visible at once (None: all)
     requests: list[dict[str, Any]] = field(default_factory=list)  # method, path, query, headers, body
     inputs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _server: uvicorn.Server | None = None
@@ -189,16 +189,17 @@ class StandInEdge:
 
     # ------------------------------------------------------------------ the app
 
-    def _app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/v1/tasks", self._submit, methods=["POST"]),
-                Route("/v1/tasks/{task_id}", self._get, methods=["GET"]),
-                Route("/v1/tasks/{task_id}/events", self._events, methods=["GET"]),
-                Route("/v1/tasks/{task_id}/cancel", self._cancel, methods=["POST"]),
-                Route("/v1/tasks/{task_id}/input", self._input, methods=["POST"]),
-            ]
-        )
+    def _app(self) -> FastAPI:
+        from stream_edge.web.router import router as web
+
+        app = FastAPI(openapi_url=None)
+        app.add_route("/v1/tasks", self._submit, methods=["POST"])
+        app.add_route("/v1/tasks/{task_id}", self._get, methods=["GET"])
+        app.add_route("/v1/tasks/{task_id}/events", self._events, methods=["GET"])
+        app.add_route("/v1/tasks/{task_id}/cancel", self._cancel, methods=["POST"])
+        app.add_route("/v1/tasks/{task_id}/input", self._input, methods=["POST"])
+        app.include_router(web)  # the real web page, over the scripted logs
+        return app
 
     async def _log(self, request: Request) -> dict[str, Any]:
         body = await request.body()
@@ -227,7 +228,8 @@ class StandInEdge:
         if key and key in self._idem:
             return _record(self.tasks[self._idem[key]].record, 201)
         task_id = new_task_id()
-        task = self.add_task(self.script(task_id, body["input"], body.get("agent", "assistant")))
+        script = self.script(task_id, body["input"], body.get("agent", "assistant"))
+        task = self.add_task(script, released=self.submit_released)
         if key:
             self._idem[key] = task_id
         return _record(task.record, 201)

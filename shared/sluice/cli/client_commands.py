@@ -30,12 +30,13 @@ from sluice.client.http import EdgeClient, new_idempotency_key
 from sluice.client.settings import edge_url
 from sluice.client.transcript import Transcript, Update
 from sluice.errors import Conflict, InvalidInput, SluiceError
-from sluice.events import TaskRecord
+from sluice.events import TaskInputRequiredData, TaskRecord
 from sluice.ids import is_task_id, parse_event_id
 
 __all__ = ["register"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_QUESTION = TaskInputRequiredData(prompt="", kind="question")
 EXIT_BY_STATE = {"completed": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_INTERRUPTED}
 CANCEL_WINDOW_S = 3.0
 
@@ -175,6 +176,8 @@ class Session:
         self._interrupts = asyncio.Event()
         self._second_interrupt = asyncio.Event()
         self._asking: asyncio.Task[None] | None = None
+        self._prompting = False  # reading an answer on the terminal
+        self._answered_here = False  # the next task.resumed is the answer typed here
         self._tasks: asyncio.TaskGroup | None = None
 
     async def run(self, *, after: int | None = None, agent: str = "") -> int:
@@ -200,13 +203,15 @@ class Session:
                     sys.stdout.buffer.write(served.line + b"\n")
                     sys.stdout.flush()
                 for update in self.transcript.apply(served.event):
-                    self.view.update(update, self.transcript)
+                    if update.kind == "resumed" and self._answered_here:
+                        self._answered_here = False  # what was typed is on the screen already
+                    else:
+                        self.view.update(update, self.transcript)
                     if update.kind == "input_required":
                         await self._on_input_required(tasks)
-                    elif update.kind in ("resumed", "end") and self._asking is not None:
-                        self._asking.cancel()
-            if self._asking is not None:
-                self._asking.cancel()
+                    elif update.kind in ("resumed", "end"):
+                        self._stop_prompting()
+            self._stop_prompting()
 
     async def _ticker(self) -> None:
         if self.live is None:
@@ -229,38 +234,54 @@ class Session:
         return request.kind if request is not None else "question"
 
     async def _ask(self) -> None:
+        """Reads the answer on the terminal and sends it. Cancelled (only) while reading, when the task was
+        answered elsewhere or ended."""
         request = self.transcript.input_request
         assert request is not None
         if self.live is not None:
             self.live.stop()
         try:
-            while True:
-                sys.stdout.write(input_prompt(request))
-                sys.stdout.flush()
-                line = await _read_line()
-                if line is None:
-                    self.view.note(f"no answer given; answer later with: sluice input {self.task_id} …")
-                    return
-                try:
-                    if request.kind == "approval":
-                        choice = line.strip().lower()
-                        if choice not in ("y", "yes", "n", "no"):
-                            continue
-                        await self.client.input(self.task_id, approve=choice in ("y", "yes"))
-                    else:
-                        if not line.strip():
-                            continue
-                        await self.client.input(self.task_id, line.strip())
-                except Conflict as exc:
-                    self.view.note(f"the answer was not taken: {exc.message}")
+            answer = await self._read_answer(request.kind)
+            if answer is None:
+                self.view.note(f"no answer given; answer later with: sluice input {self.task_id} …")
                 return
-        except asyncio.CancelledError:
-            sys.stdout.write("\n")  # answered elsewhere, or the task ended: leave the prompt line
-            raise
+            self._answered_here = True
+            try:
+                if isinstance(answer, bool):
+                    await self.client.input(self.task_id, approve=answer)
+                else:
+                    await self.client.input(self.task_id, answer)
+            except Conflict as exc:
+                self._answered_here = False
+                self.view.note(f"the answer was not taken: {exc.message}")
         finally:
             self._asking = None
             if self.live is not None:
                 self.live.start()
+
+    async def _read_answer(self, kind: str) -> str | bool | None:
+        self._prompting = True
+        try:
+            while True:
+                sys.stdout.write(input_prompt(self.transcript.input_request or _QUESTION))
+                sys.stdout.flush()
+                line = await _read_line()
+                if line is None:
+                    return None
+                choice = line.strip()
+                if kind == "approval" and choice.lower() in ("y", "yes", "n", "no"):
+                    return choice.lower() in ("y", "yes")
+                if kind != "approval" and choice:
+                    return choice
+        except asyncio.CancelledError:
+            sys.stdout.write("\n")  # answered elsewhere, or the task ended: leave the prompt line
+            raise
+        finally:
+            self._prompting = False
+
+    def _stop_prompting(self) -> None:
+        if self._asking is not None and self._prompting:
+            self._asking.cancel()
 
     def _on_interrupt(self) -> None:
         if self._interrupts.is_set():
@@ -274,6 +295,8 @@ class Session:
         self.view.note(f"press Ctrl-C again within {CANCEL_WINDOW_S:g} s to cancel the task")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._second_interrupt.wait(), CANCEL_WINDOW_S)
+            if sys.stdout.isatty():
+                sys.stdout.write("\n")  # past the terminal's "^C"
             try:
                 await self.client.cancel(self.task_id)
                 self.view.note(f"canceled task {self.task_id}")

@@ -1,0 +1,500 @@
+// Sluice web client: submit a task, watch its events stream in, answer it, cancel it.
+//
+// The stream is the browser's own EventSource on /v1/tasks/{id}/events, so reconnecting with Last-Event-ID is
+// native; when the browser gives up (an HTTP error while an edge restarts) we open a new one after the last id
+// we saw. Events are deduplicated by id, and the deltas of a superseded attempt of a step are dropped.
+// Event data only ever reaches the page as text (textContent / text nodes), never as HTML.
+"use strict";
+
+(() => {
+  const TASK_ID = /^[A-Za-z0-9_-]{8,64}$/;
+  const TERMINAL_STATES = new Set(["completed", "failed", "canceled"]);
+  const EVENT_TYPES = [
+    "task.submitted", "task.started", "agent.started", "agent.completed", "llm.started", "llm.delta",
+    "llm.completed", "tool.started", "tool.completed", "budget.warning", "budget.exceeded",
+    "task.input_required", "task.resumed", "task.completed", "task.failed", "task.canceled",
+    "stream.gap", "task.snapshot",
+  ];
+  const STATE_LABEL = {
+    submitted: "submitted", working: "working", "input-required": "needs input",
+    completed: "completed", failed: "failed", canceled: "canceled",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    ask: $("ask"), prompt: $("prompt"), agent: $("agent"), run: $("run"), error: $("error"),
+    task: $("task"), state: $("state"), stage: $("stage"), elapsed: $("elapsed"), usage: $("usage"),
+    conn: $("conn"), cancel: $("cancel"), taskAgent: $("task-agent"), taskLink: $("task-link"),
+    question: $("question"), timeline: $("timeline"), input: $("input"), inputPrompt: $("input-prompt"),
+    inputCall: $("input-call"), answerRow: $("answer-row"), inputText: $("input-text"), send: $("send"),
+    approvalRow: $("approval-row"), approve: $("approve"), deny: $("deny"), result: $("result"),
+  };
+
+  // ------------------------------------------------------------------ helpers
+
+  // Builds an element; children are nodes or strings (which become text nodes, never markup).
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === false || value === null || value === undefined) continue;
+      if (key === "hidden") el.hidden = Boolean(value);
+      else el.setAttribute(key, String(value));
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) el.append(child);
+    }
+    return el;
+  }
+
+  function formatDuration(seconds) {
+    if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+    if (seconds < 60) return `${seconds.toFixed(1)} s`;
+    const m = Math.floor(seconds / 60);
+    return `${m} m ${String(Math.floor(seconds % 60)).padStart(2, "0")} s`;
+  }
+
+  function formatCost(usd) {
+    if (!usd) return "$0";
+    return usd < 1 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
+  }
+
+  function formatUsage(u) {
+    return `${u.input_tokens} in / ${u.output_tokens} out tokens · ${formatCost(u.cost_usd)}`;
+  }
+
+  function prettyJson(text) {
+    if (!text) return "";
+    try {
+      const value = JSON.parse(text);
+      const compact = JSON.stringify(value);
+      return compact.length <= 60 ? compact : JSON.stringify(value, null, 2);
+    } catch {
+      return text;
+    }
+  }
+
+  function newKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes); // works outside secure contexts too (a phone on the LAN)
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function errorMessage(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error && body.error.message) return body.error.message;
+    } catch {
+      /* not JSON */
+    }
+    return `The edge answered HTTP ${response.status}.`;
+  }
+
+  function showError(text) {
+    ui.error.textContent = text;
+    ui.error.hidden = !text;
+  }
+
+  function nearBottom() {
+    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+  }
+
+  // ------------------------------------------------------------------ one watched task
+
+  class TaskView {
+    constructor(id) {
+      this.id = id;
+      this.lastId = null; // BigInt: event ids are uint64
+      this.steps = new Map(); // "stage:step" -> {attempt, node, el}
+      this.tools = new Map(); // call_id -> card parts
+      this.state = "submitted";
+      this.stage = null;
+      this.usage = { input_tokens: 0, output_tokens: 0, cost_usd: 0 };
+      this.firstTs = null;
+      this.endTs = null;
+      this.source = null;
+      this.closed = false;
+      this.retryDelay = 500;
+      this.retryTimer = null;
+      this.clock = setInterval(() => this.renderClock(), 250);
+    }
+
+    // -------------------------------------------------------------- connection
+
+    connect() {
+      if (this.closed) return;
+      const base = `/v1/tasks/${encodeURIComponent(this.id)}/events`;
+      const source = new EventSource(this.lastId === null ? base : `${base}?after=${this.lastId}`);
+      this.source = source;
+      for (const type of EVENT_TYPES) source.addEventListener(type, (m) => this.onMessage(m));
+      source.onopen = () => {
+        this.retryDelay = 500;
+        this.setConnected(true);
+      };
+      source.onerror = () => {
+        if (this.closed) return;
+        this.setConnected(false);
+        if (source.readyState === EventSource.CLOSED) this.recover(); // the browser gave up: we do not
+      };
+    }
+
+    async recover() {
+      this.source = null;
+      try {
+        const response = await fetch(`/v1/tasks/${encodeURIComponent(this.id)}`, { cache: "no-store" });
+        if (response.status === 404 || response.status === 400) {
+          showError(await errorMessage(response));
+          this.close();
+          return;
+        }
+      } catch {
+        /* the edge is still away: retry below */
+      }
+      if (this.closed) return;
+      this.retryTimer = setTimeout(() => this.connect(), this.retryDelay);
+      this.retryDelay = Math.min(this.retryDelay * 2, 5000);
+    }
+
+    close() {
+      this.closed = true;
+      if (this.source) this.source.close();
+      clearTimeout(this.retryTimer);
+      clearInterval(this.clock);
+      this.setConnected(true);
+    }
+
+    setConnected(connected) {
+      ui.conn.hidden = connected || this.closed || TERMINAL_STATES.has(this.state);
+    }
+
+    onMessage(message) {
+      let env;
+      try {
+        env = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (env.id !== undefined && env.id !== null) {
+        const id = BigInt(env.id);
+        if (this.lastId !== null && id <= this.lastId) return; // seen before a reconnect
+        this.lastId = id;
+      }
+      const stick = nearBottom();
+      this.apply(env);
+      this.renderStatus();
+      if (stick) window.scrollTo(0, document.documentElement.scrollHeight);
+    }
+
+    // -------------------------------------------------------------- events
+
+    apply(env) {
+      const d = env.data || {};
+      if (this.firstTs === null && env.type !== "stream.gap") this.firstTs = env.ts;
+      switch (env.type) {
+        case "task.submitted":
+          ui.question.textContent = d.input;
+          ui.taskAgent.textContent = d.agent;
+          break;
+        case "task.started":
+          this.state = "working";
+          if (d.attempt > 1) this.note(`Resumed on a runner (attempt ${d.attempt})`);
+          break;
+        case "agent.started":
+          this.stage = d;
+          ui.timeline.append(h("div", { class: "stage-head" }, `${d.stage}/${d.stages} · ${d.agent}`));
+          break;
+        case "agent.completed":
+          break;
+        case "llm.started":
+          this.startStep(d.step, d.attempt);
+          break;
+        case "llm.delta": {
+          const step = this.startStep(d.step, d.attempt);
+          if (step && d.text) {
+            step.node.appendData(d.text);
+            step.el.hidden = false;
+          }
+          break;
+        }
+        case "llm.completed": {
+          const step = this.startStep(d.step, d.attempt);
+          if (step) {
+            if (d.content && step.node.data !== d.content) step.node.data = d.content; // deltas we missed
+            step.el.hidden = !step.node.data;
+            step.el.classList.remove("live");
+          }
+          for (const key of ["input_tokens", "output_tokens", "cost_usd"]) this.usage[key] += d.usage[key] || 0;
+          for (const call of d.tool_calls || []) this.toolCard(call.call_id, call.name, call.arguments);
+          break;
+        }
+        case "tool.started":
+          this.toolCard(d.call_id, d.name, d.arguments).setStatus("running", "running…");
+          break;
+        case "tool.completed": {
+          const card = this.toolCard(d.call_id, d.name, null);
+          card.setStatus(d.ok ? "ok" : "error", d.ok ? "done" : "failed");
+          card.result.textContent = d.ok ? prettyJson(d.result) : d.error || "";
+          card.resultSection.hidden = false;
+          card.duration.textContent = formatDuration((d.duration_ms || 0) / 1000);
+          break;
+        }
+        case "budget.warning":
+        case "budget.exceeded":
+          this.note(`Budget ${env.type === "budget.warning" ? "warning" : "exceeded"}: ${d.kind} ${d.used} of ${d.limit}`,
+                    env.type === "budget.exceeded" ? "bad" : "warn");
+          break;
+        case "task.input_required":
+          this.state = "input-required";
+          this.note(`? ${d.prompt}`, "ask");
+          this.showInput(d);
+          break;
+        case "task.resumed":
+          this.state = "working";
+          this.hideInput();
+          this.note(d.approved === true ? "› approved" : d.approved === false ? "› denied" : `› ${d.input}`, "answer");
+          break;
+        case "task.completed":
+        case "task.failed":
+        case "task.canceled":
+          this.finish(env);
+          break;
+        case "stream.gap":
+          this.note(`Earlier events are no longer kept (the log starts at ${d.oldest}).`, "warn");
+          break;
+        case "task.snapshot":
+          this.state = d.state;
+          ui.question.textContent = d.input;
+          ui.taskAgent.textContent = d.agent;
+          this.usage = d.usage || this.usage;
+          this.firstTs = d.created_at;
+          break;
+      }
+    }
+
+    // The text block of a step; a higher attempt restarts it, a lower one is void (returns null).
+    startStep(number, attempt) {
+      const key = `${this.stage ? this.stage.stage : 0}:${number}`;
+      let step = this.steps.get(key);
+      if (!step) {
+        const node = document.createTextNode("");
+        const el = h("div", { class: "step live", "data-step": number, hidden: true }, h("div", { class: "text" }, node));
+        ui.timeline.append(el); // hidden until it has text: a step may only call tools
+        step = { attempt, node, el };
+        this.steps.set(key, step);
+      } else if (attempt < step.attempt) {
+        return null;
+      } else if (attempt > step.attempt) {
+        step.attempt = attempt;
+        step.node.data = "";
+        step.el.hidden = true;
+        step.el.classList.add("live");
+        step.el.dataset.attempt = attempt;
+      }
+      return step;
+    }
+
+    toolCard(callId, name, args) {
+      let card = this.tools.get(callId);
+      if (!card) {
+        const status = h("span", { class: "tool-status" }, "queued");
+        const duration = h("span", { class: "tool-duration" });
+        const argsEl = h("pre", { class: "code tool-args" });
+        const result = h("pre", { class: "code tool-result" });
+        const resultSection = h("div", { hidden: true }, h("div", { class: "tool-label" }, "result"), result);
+        const el = h("div", { class: "tool", "data-call-id": callId, "data-status": "queued" },
+          h("div", { class: "tool-head" }, h("span", { class: "tool-icon", "aria-hidden": "true" }, "⚙"),
+            h("span", { class: "tool-name" }, name), status, duration),
+          h("div", { class: "tool-label" }, "arguments"), argsEl, resultSection);
+        ui.timeline.append(el);
+        card = {
+          el, status, duration, args: argsEl, result, resultSection,
+          setStatus(kind, text) {
+            el.dataset.status = kind;
+            status.textContent = text;
+          },
+        };
+        this.tools.set(callId, card);
+      }
+      if (args !== null && args !== undefined && !card.args.textContent) card.args.textContent = prettyJson(args) || "{}";
+      return card;
+    }
+
+    note(text, kind = "info") {
+      ui.timeline.append(h("div", { class: `note ${kind}` }, text));
+    }
+
+    showInput(d) {
+      ui.inputPrompt.textContent = d.prompt;
+      const approval = d.kind === "approval";
+      ui.inputCall.hidden = !approval || !d.name;
+      ui.inputCall.textContent = approval && d.name ? `${d.name}(${prettyJson(d.arguments)})` : "";
+      ui.answerRow.hidden = approval;
+      ui.approvalRow.hidden = !approval;
+      ui.inputText.value = "";
+      for (const b of [ui.send, ui.approve, ui.deny, ui.inputText]) b.disabled = false;
+      ui.input.hidden = false;
+      (approval ? ui.approve : ui.inputText).focus({ preventScroll: true });
+    }
+
+    hideInput() {
+      ui.input.hidden = true;
+    }
+
+    finish(env) {
+      const d = env.data || {};
+      this.endTs = env.ts;
+      this.state = env.type.slice("task.".length);
+      if (d.usage) this.usage = d.usage;
+      this.hideInput();
+      ui.cancel.hidden = true;
+      for (const step of this.steps.values()) step.el.classList.remove("live");
+      const took = formatDuration(this.elapsed());
+      let text;
+      if (env.type === "task.completed") text = `✓ Completed in ${took} · ${formatUsage(this.usage)}`;
+      else if (env.type === "task.failed") text = `✗ Failed after ${took}: ${d.error.message} (${d.error.code})`;
+      else text = `⊘ Canceled after ${took}${d.reason ? `: ${d.reason}` : ""}`;
+      ui.result.textContent = text;
+      ui.result.dataset.state = this.state;
+      ui.result.hidden = false;
+      this.close();
+      this.renderClock();
+    }
+
+    // -------------------------------------------------------------- status bar
+
+    elapsed() {
+      if (!this.firstTs) return 0;
+      const end = this.endTs ? Date.parse(this.endTs) : Date.now();
+      return Math.max(0, (end - Date.parse(this.firstTs)) / 1000);
+    }
+
+    renderClock() {
+      ui.elapsed.textContent = this.firstTs ? formatDuration(this.elapsed()) : "";
+    }
+
+    renderStatus() {
+      ui.state.textContent = STATE_LABEL[this.state] || this.state;
+      ui.state.dataset.state = this.state;
+      ui.stage.hidden = !this.stage;
+      if (this.stage) ui.stage.textContent = `${this.stage.stage}/${this.stage.stages} ${this.stage.agent}`;
+      ui.usage.textContent = this.usage.input_tokens || this.usage.output_tokens ? formatUsage(this.usage) : "";
+      ui.cancel.hidden = TERMINAL_STATES.has(this.state);
+      this.renderClock();
+    }
+  }
+
+  let view = null;
+
+  // ------------------------------------------------------------------ page actions
+
+  function watch(id) {
+    if (view) view.close();
+    view = null;
+    showError("");
+    if (!TASK_ID.test(id)) {
+      showError("That is not a task id.");
+      ui.task.hidden = true;
+      return;
+    }
+    ui.timeline.replaceChildren();
+    for (const el of [ui.question, ui.taskAgent, ui.result, ui.usage, ui.elapsed]) el.textContent = "";
+    ui.result.hidden = true;
+    ui.input.hidden = true;
+    ui.conn.hidden = true;
+    ui.cancel.disabled = false;
+    ui.taskLink.textContent = id;
+    ui.taskLink.href = `?task=${encodeURIComponent(id)}`;
+    ui.task.hidden = false;
+    view = new TaskView(id);
+    view.renderStatus();
+    view.connect();
+  }
+
+  async function submit(event) {
+    event.preventDefault();
+    const input = ui.prompt.value.trim();
+    if (!input) return;
+    ui.run.disabled = true;
+    showError("");
+    try {
+      const response = await fetch("/v1/tasks", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": newKey() },
+        body: JSON.stringify({ input, agent: ui.agent.value || "assistant" }),
+      });
+      if (!response.ok) {
+        showError(await errorMessage(response));
+        return;
+      }
+      const record = await response.json();
+      history.pushState({ task: record.id }, "", `?task=${encodeURIComponent(record.id)}`);
+      watch(record.id);
+    } catch {
+      showError("Cannot reach the Sluice edge. Is it running?");
+    } finally {
+      ui.run.disabled = false;
+    }
+  }
+
+  async function post(path, body, buttons) {
+    if (!view) return;
+    for (const b of buttons) b.disabled = true;
+    showError("");
+    try {
+      const response = await fetch(`/v1/tasks/${encodeURIComponent(view.id)}/${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        showError(await errorMessage(response));
+        for (const b of buttons) b.disabled = false;
+      }
+    } catch {
+      showError("Cannot reach the Sluice edge. Is it running?");
+      for (const b of buttons) b.disabled = false;
+    }
+  }
+
+  async function loadAgents() {
+    try {
+      const response = await fetch("/.well-known/agent-card.json");
+      if (!response.ok) return;
+      const card = await response.json();
+      const skills = (card.skills || []).filter((s) => s && typeof s.id === "string");
+      if (!skills.length) return;
+      const chosen = ui.agent.value;
+      ui.agent.replaceChildren(...skills.map((s) => h("option", { value: s.id, title: s.description || "" }, s.id)));
+      ui.agent.value = skills.some((s) => s.id === chosen) ? chosen : skills[0].id;
+    } catch {
+      /* keep the default agent */
+    }
+  }
+
+  function fromLocation() {
+    const id = new URLSearchParams(window.location.search).get("task");
+    if (id) {
+      watch(id);
+    } else {
+      if (view) view.close();
+      view = null;
+      ui.task.hidden = true;
+    }
+  }
+
+  ui.ask.addEventListener("submit", submit);
+  ui.prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.metaKey || e.ctrlKey)) ui.ask.requestSubmit();
+  });
+  ui.cancel.addEventListener("click", () => post("cancel", {}, [ui.cancel]));
+  ui.input.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = ui.inputText.value.trim();
+    if (text) post("input", { input: text }, [ui.send, ui.inputText]);
+  });
+  ui.approve.addEventListener("click", () => post("input", { approve: true }, [ui.approve, ui.deny]));
+  ui.deny.addEventListener("click", () => post("input", { approve: false }, [ui.approve, ui.deny]));
+  window.addEventListener("popstate", fromLocation);
+
+  loadAgents();
+  fromLocation();
+})();
