@@ -45,9 +45,9 @@ _NOT_TRACED = "healthz,readyz,metrics"
 
 def edge_routers() -> list[APIRouter]:
     """Every router the edge serves, in order. Other features append theirs here."""
-    from stream_edge import routes_events, routes_ops, routes_tasks
+    from stream_edge import a2a, routes_events, routes_ops, routes_tasks
 
-    return [routes_tasks.router, routes_events.router, routes_ops.router]
+    return [routes_tasks.router, routes_events.router, routes_ops.router, a2a.router()]
 
 
 def default_hub(bus: Bus, settings: EdgeSettings) -> StreamHubLike:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.responses import Response
 
 from sluice.bus import Bus
 from sluice.config import CommonConfig
+from stream_edge.settings import EdgeSettings
 from support.edge import EdgeUnderTest, running_edge
 from support.nats_server import running_server
 from support.waiting import eventually
@@ -47,7 +50,7 @@ async def test_readyz_is_503_while_nats_is_down_and_recovers(tmp_path: Path) -> 
             assert (await edge.client.post("/v1/tasks", json={"input": "x"})).status_code == 201
 
 
-async def _status_is(edge: EdgeUnderTest, path: str, status: int) -> object:
+async def _status_is(edge: EdgeUnderTest, path: str, status: int) -> httpx.Response | None:
     response = await edge.client.get(path)
     return response if response.status_code == status else None
 
@@ -105,3 +108,48 @@ async def test_cors_allows_the_configured_origin_and_exposes_location(edge: Edge
 
     stranger = await edge.client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in stranger.headers
+
+
+class BrokenHub:
+    """A hub with a bug: what a genuine 500 looks like (the only kind there may be)."""
+
+    def __init__(self, bus: Bus, settings: EdgeSettings) -> None:
+        self.stats: dict[str, int] = {"active_streams": 0}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def open(self, task_id: str, **kwargs: object) -> Response:
+        raise RuntimeError("a bug in the hub")
+
+
+async def test_a_bug_is_a_logged_json_500_and_the_edge_keeps_serving(
+    common_config: CommonConfig, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_edge(common_config, bus, hub_factory=BrokenHub) as edge:
+        task_id = (await edge.client.post("/v1/tasks", json={"input": "x"})).json()["id"]
+        response = await edge.client.get(f"/v1/tasks/{task_id}/events")
+        assert response.status_code == 500
+        assert response.json() == {"error": {"code": "internal", "message": "internal error; it has been logged"}}
+        assert "a bug in the hub" not in response.text
+        assert any("unhandled error" in r.getMessage() and r.exc_info for r in caplog.records)
+        assert (await edge.client.get(f"/v1/tasks/{task_id}")).status_code == 200
+
+
+async def test_at_stream_capacity_streams_are_503_and_create_and_stream_falls_back_to_the_record(
+    common_config: CommonConfig, bus: Bus
+) -> None:
+    async with running_edge(common_config, bus, max_streams=1) as edge:
+        task_id = (await edge.client.post("/v1/tasks", json={"input": "x"})).json()["id"]
+        async with edge.client.stream("GET", f"/v1/tasks/{task_id}/events") as first:
+            assert first.status_code == 200
+            second = await edge.client.get(f"/v1/tasks/{task_id}/events")
+            assert second.status_code == 503
+            assert second.json()["error"]["code"] == "too_many_streams" and second.headers["retry-after"]
+            created = await edge.client.post("/v1/tasks", json={"input": "y"}, headers={"Accept": "text/event-stream"})
+            assert created.status_code == 201
+            assert created.headers["content-type"] == "application/json"
+            assert created.headers["location"] == f"/v1/tasks/{created.json()['id']}"

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from support.procs import ServiceProcess, base_env
 
 __all__ = [
     "EdgeUnderTest",
+    "FrameReader",
     "StreamFrame",
     "collect_stream",
     "edge_process",
@@ -231,40 +232,62 @@ def _parse_sse(block: str) -> StreamFrame | None:
     return frame
 
 
-async def collect_stream(
-    response: httpx.Response,
-    *,
-    until: Callable[[list[StreamFrame]], bool] | None = None,
-    on_frame: Callable[[StreamFrame], Awaitable[None]] | None = None,
-    timeout_s: float = 10.0,
-) -> list[StreamFrame]:
-    """Reads frames (events only: comments and heartbeats are skipped) until the stream ends or `until` holds."""
-    sse = response.headers.get("content-type", "").startswith("text/event-stream")
-    frames: list[StreamFrame] = []
-    buffer = ""
+class FrameReader:
+    """Reads an SSE / NDJSON response frame by frame (comments and heartbeats skipped); can be read in parts."""
 
-    async def read() -> None:
-        nonlocal buffer
-        async for chunk in response.aiter_text():
-            buffer += chunk
-            separator = "\n\n" if sse else "\n"
-            while separator in buffer:
-                block, buffer = buffer.split(separator, 1)
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        self.frames: list[StreamFrame] = []
+        self._chunks = response.aiter_text()
+        self._buffer = ""
+        self.ended = False
+
+    async def next(self) -> StreamFrame | None:
+        """The next event frame, or None once the response has ended."""
+        separator = "\n\n" if self.sse else "\n"
+        while True:
+            while separator in self._buffer:
+                block, self._buffer = self._buffer.split(separator, 1)
                 if not block.strip():
                     continue
                 frame: StreamFrame | None
-                if sse:
+                if self.sse:
                     frame = _parse_sse(block)
                 else:
                     data = json.loads(block)
                     frame = StreamFrame(id=data.get("id"), type=data.get("type"), data=data)
                 if frame is None or frame.type in (None, "heartbeat"):
                     continue
-                frames.append(frame)
-                if on_frame is not None:
-                    await on_frame(frame)
-                if until is not None and until(frames):
+                self.frames.append(frame)
+                return frame
+            try:
+                self._buffer += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self.ended = True
+                return None
+
+    async def read(
+        self, *, until: Callable[[list[StreamFrame]], bool] | None = None, timeout_s: float = 10.0
+    ) -> list[StreamFrame]:
+        """Frames read by this call, until `until(all frames so far)` holds or the response ends."""
+        got: list[StreamFrame] = []
+
+        async def loop() -> None:
+            while (frame := await self.next()) is not None:
+                got.append(frame)
+                if until is not None and until(self.frames):
                     return
 
-    await asyncio.wait_for(read(), timeout=timeout_s)
-    return frames
+        await asyncio.wait_for(loop(), timeout=timeout_s)
+        return got
+
+
+async def collect_stream(
+    response: httpx.Response,
+    *,
+    until: Callable[[list[StreamFrame]], bool] | None = None,
+    timeout_s: float = 10.0,
+) -> list[StreamFrame]:
+    """Reads frames until the stream ends or `until` holds (one-shot; use FrameReader to read in parts)."""
+    return await FrameReader(response).read(until=until, timeout_s=timeout_s)
