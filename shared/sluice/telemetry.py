@@ -30,8 +30,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import unquote
 
 from opentelemetry import trace
@@ -45,18 +46,34 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["Telemetry", "capture_message_content", "setup_telemetry"]
+__all__ = ["NatsConnectionCollector", "Telemetry", "capture_message_content", "exporting", "setup_telemetry"]
 
 log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _capture_content = False
+_exporting = False
+
+
+class _ConnectionState(Protocol):
+    """What the collector reads of `sluice.bus.ConnectionState`."""
+
+    connected: bool
+    reconnects: int
 
 
 def capture_message_content() -> bool:
     """Whether GenAI spans may carry prompts and completions (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)."""
     return _capture_content
+
+
+def exporting() -> bool:
+    """Whether this process exports spans: work done only for the trace (an extra read for a link) can be skipped."""
+    return _exporting
 
 
 @dataclass
@@ -79,6 +96,26 @@ class Telemetry:
             return
         self._closed = True
         self.provider.shutdown()
+
+
+class NatsConnectionCollector(Collector):
+    """Prometheus figures of a process's NATS connection, read from `Bus.state` at scrape time.
+
+    `<prefix>_nats_connected` (1 while connected) and `<prefix>_nats_reconnects_total`. Register it in the
+    service's registry: `registry.register(NatsConnectionCollector(bus.state))`.
+    """
+
+    def __init__(self, state: _ConnectionState, prefix: str = "sluice") -> None:
+        self.state = state
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{self.prefix}_nats_connected", "1 while connected to NATS", value=float(self.state.connected)
+        )
+        yield CounterMetricFamily(
+            f"{self.prefix}_nats_reconnects", "NATS reconnections", value=float(self.state.reconnects)
+        )
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -176,7 +213,7 @@ def setup_telemetry(service: str, env: Mapping[str, str] | None = None, *, set_g
 
     The global provider can be set once per process; `set_global=False` returns one without installing it (tests).
     """
-    global _capture_content
+    global _capture_content, _exporting
     env = os.environ if env is None else env
     provider = TracerProvider(resource=_resource(service, env), sampler=_sampler(env))
     exporters = _exporters(env)
@@ -186,6 +223,7 @@ def setup_telemetry(service: str, env: Mapping[str, str] | None = None, *, set_g
     if set_global:
         trace.set_tracer_provider(provider)
         _capture_content = capture
+        _exporting = bool(exporters)
     names = [name for name, _ in exporters]
     if names:
         log.info("exporting spans", extra={"exporters": names})

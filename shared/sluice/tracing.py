@@ -35,6 +35,7 @@ __all__ = [
     "STREAM_SEQUENCE",
     "TASK_ID",
     "continue_span",
+    "link_current_span",
     "linked_span",
     "process_span",
     "send_span",
@@ -170,6 +171,19 @@ def process_span(
             links.append(Link(producer, {LINK_REASON: "redelivery", DELIVERY_COUNT: delivered}))
     with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attrs, links=links) as span:
         yield span
+
+
+def link_current_span(headers: Mapping[str, str] | None, *, reason: str = "task") -> bool:
+    """Adds to the span current now a link to the context carried by `headers`; False if either is missing.
+
+    For a span someone else started (the HTTP server span of an event stream) that should point at a task's trace.
+    """
+    span = trace.get_current_span()
+    target = trace.get_current_span(extract(headers)).get_span_context()
+    if not (span.is_recording() and target.is_valid):
+        return False
+    span.add_link(target, {LINK_REASON: reason})
+    return True
 
 
 @contextmanager

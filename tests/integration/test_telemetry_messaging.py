@@ -17,7 +17,7 @@ from sluice.eventlog import EventWriter, read_log
 from sluice.ids import new_task_id
 from sluice.messages import ControlMessage, WorkMessage
 from sluice.propagation import attached, current_trace_id, trace_id_from_headers
-from sluice.tracing import continue_span, linked_span, process_span, template_of
+from sluice.tracing import continue_span, link_current_span, linked_span, process_span, template_of
 from support.otlp_receiver import SpanCapture, span_capture
 
 tracer = trace.get_tracer("tests")
@@ -199,6 +199,12 @@ async def test_a_request_continues_the_task_trace_and_links_back_to_itself(bus: 
     stream_span = _only([s for s in capture.spans(name="stream task events") if s.context == stream.get_span_context()])
     (to_task,) = stream_span.links
     assert to_task.context.trace_id == task_trace
+
+    with tracer.start_as_current_span("GET /v1/tasks/{task_id}/events") as server:
+        assert link_current_span(entry.headers)
+    server_span = _only([s for s in capture.spans(name=server.name) if s.context == server.get_span_context()])
+    assert [link.context.trace_id for link in server_span.links] == [task_trace]
+    assert not link_current_span(entry.headers)  # no span current: nothing to link from
 
 
 def test_attaching_headers_makes_their_trace_current() -> None:

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from sluice.telemetry import setup_telemetry
+from sluice.bus import ConnectionState
+from sluice.telemetry import NatsConnectionCollector, setup_telemetry
 from support.nats_server import NatsServer
 from support.otlp_receiver import SpanStore, grpc_receiver, http_receiver
 from support.procs import base_env
@@ -177,3 +180,14 @@ def test_sigterm_flushes_queued_spans(nats_server: NatsServer, http_store: SpanS
             proc.kill()
     (span,) = http_store.wait_for(lambda s: s.spans(name="before-sigterm"), timeout_s=5)
     assert span.service == "sluice-flush-test"
+
+
+def test_the_nats_connection_collector_reports_reconnects_at_scrape_time() -> None:
+    state = ConnectionState(connected=True)
+    registry = CollectorRegistry()
+    registry.register(NatsConnectionCollector(state, prefix="sluice_runner"))
+    state.reconnects = 2
+    samples = {
+        s.name: s.value for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples
+    }
+    assert samples == {"sluice_runner_nats_connected": 1.0, "sluice_runner_nats_reconnects_total": 2.0}
