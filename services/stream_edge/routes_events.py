@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from opentelemetry import trace
 from starlette.responses import Response
 
 from sluice.errors import InvalidInput, NotFound, Unavailable
 from sluice.events import TaskRecord
 from sluice.ids import parse_event_id, parse_task_id
+from sluice.telemetry import exporting
+from sluice.tracing import link_current_span
 from stream_edge import logview
 from stream_edge.deps import only_query, runtime
 from stream_edge.errors import NotAcceptable
@@ -60,6 +63,21 @@ async def check_not_future(edge: EdgeRuntime, record: TaskRecord, after: int) ->
         )
 
 
+async def _link_to_task_trace(edge: EdgeRuntime, task_id: str) -> None:
+    """The connection's span (its own trace) links to the task's trace, found in the task.submitted headers.
+
+    Only when spans are exported (one direct get per connection), and never at the cost of the stream.
+    """
+    trace.get_current_span().set_attribute("sluice.task_id", task_id)
+    if not exporting():
+        return
+    try:
+        submitted = await logview.last_of_type(edge.bus, task_id, "task.submitted")
+    except Unavailable:
+        return
+    link_current_span(submitted.headers if submitted else None)
+
+
 @router.get(
     "/{task_id}/events",
     summary="Stream a task's events (SSE or NDJSON)",
@@ -96,6 +114,7 @@ async def task_events(
     if record is None:
         raise NotFound("task_not_found", f"no task {task_id}")
     await check_not_future(edge, record, after_seq)
+    await _link_to_task_trace(edge, task_id)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1)
     return await edge.hub.open(
