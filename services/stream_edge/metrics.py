@@ -7,6 +7,7 @@
     sluice_edge_catchup_replays_total                         streams that replayed history before going live
     sluice_edge_slow_clients_cut_total                        clients cut off for falling too far behind
     sluice_edge_gaps_served_total                             streams that began with a stream.gap
+    sluice_edge_streams_opened_total, sluice_edge_feeds_created_total
     sluice_edge_stream_<name>                                 any other figure the hub reports
     sluice_edge_nats_connected, sluice_edge_nats_reconnects_total
 
@@ -39,6 +40,8 @@ _KNOWN_STATS: dict[str, tuple[str, str, bool]] = {
     "catchup_replays": ("sluice_edge_catchup_replays", "Streams that replayed history from JetStream", True),
     "slow_clients_cut": ("sluice_edge_slow_clients_cut", "Clients cut off for falling too far behind", True),
     "gaps_served": ("sluice_edge_gaps_served", "Streams that started with a stream.gap event", True),
+    "streams_opened": ("sluice_edge_streams_opened", "Client event streams opened", True),
+    "feeds_created": ("sluice_edge_feeds_created", "Live task feeds created", True),
 }
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
