@@ -1,0 +1,226 @@
+"""One tool-call message from `SLUICE_TOOLS`, handled from decode to the decision about its ack.
+
+`ToolCallHandler.handle` never acks anything itself: it returns a `Disposition`, the named ack decision the
+worker carries out. The decisions, in the order they are taken:
+
+| situation | events published | disposition |
+| --- | --- | --- |
+| payload does not decode, or its task id is invalid | none (logged) | `TERM` |
+| no task record (never existed, or expired) | none | `ACK` |
+| task record is terminal (e.g. canceled while the call waited) | none | `ACK` |
+| redelivered, and the log already has its `tool.completed` | none | `ACK` |
+| delivered more than `max_deliver` times (its runners kept dying) | `tool.completed` ok=false | `TERM` |
+| otherwise: run it | `tool.started`, then `tool.completed` | `ACK` |
+| ... but the record turned terminal while it ran | `tool.started` only | `ACK` |
+| NATS unavailable (record, log or publish) | what got through | `NAK` (after a delay) |
+
+Both events carry msg ids derived from the call id (`{task}:tool:{call_id}:start|done`), so JetStream drops a
+second copy within its duplicate window; a redelivered call also checks the log first, so that neither a
+second `tool.started` nor a second run happens after the window has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from sluice import events as ev
+from sluice.bus import Bus
+from sluice.errors import InvalidInput, Unavailable
+from sluice.eventlog import EventWriter, read_log
+from sluice.ids import parse_task_id
+from sluice.logs import task_scope
+from sluice.messages import ToolCallMessage, decode_tool_call
+from sluice.propagation import current_trace_id, trace_id_from_headers
+from sluice.records import TaskStore
+from sluice.tracing import process_span
+
+from .execution import CallResult, Outcome, execute
+from .metrics import ToolMetrics
+from .tools import Tool, get_tool
+
+__all__ = ["SOURCE", "Disposition", "Skipped", "ToolCallHandler", "completed_msg_id", "started_msg_id"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "tool-runner"
+# One template for every tool: a tool name comes from a model and must not mint span attribute values.
+TOOL_DESTINATION = "sluice.tool.{name}.{task_id}"
+# Transient: whatever failed may work on the next delivery.
+_TRANSIENT = (Unavailable, nats.errors.Error, TimeoutError)
+
+
+class Skipped(StrEnum):
+    """Why a message settled without a run; with `Outcome`, the values of the metrics' `outcome` label."""
+
+    TASK_MISSING = "task_missing"
+    TASK_TERMINAL = "task_terminal"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    UNDECODABLE = "undecodable"
+
+
+class Disposition(StrEnum):
+    """What to tell JetStream about a message once it has been handled."""
+
+    ACK = "ack"  # done with it: its result is in the log, or there is nothing to publish
+    NAK = "nak"  # a transient failure: deliver it again after a delay (to any tool-runner)
+    TERM = "term"  # never deliver it again: it cannot be read, or it was given up on
+
+
+def started_msg_id(task_id: str, call_id: str) -> str:
+    return f"{task_id}:tool:{call_id}:start"
+
+
+def completed_msg_id(task_id: str, call_id: str) -> str:
+    return f"{task_id}:tool:{call_id}:done"
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What the log already says about a call (only looked up for a redelivered message)."""
+
+    started: bool = False
+    completed: bool = False
+
+
+class ToolCallHandler:
+    def __init__(
+        self,
+        bus: Bus,
+        store: TaskStore,
+        metrics: ToolMetrics,
+        *,
+        max_deliver: int,
+        max_output_bytes: int | None = None,
+        lookup: Callable[[str], Tool | None] = get_tool,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.metrics = metrics
+        self.max_deliver = max_deliver
+        self.max_output_bytes = max_output_bytes
+        self.lookup = lookup
+        self.writer = EventWriter(bus, SOURCE)
+
+    async def handle(self, msg: Msg) -> Disposition:
+        try:
+            call = decode_tool_call(msg.data)
+            parse_task_id(call.task_id)
+        except (msgspec.DecodeError, InvalidInput) as exc:
+            log.error("undecodable tool call; terminating it", extra={"subject": msg.subject, "error": str(exc)})
+            self.metrics.settled("", Skipped.UNDECODABLE)
+            return Disposition.TERM
+        with (
+            task_scope(call.task_id),
+            process_span(
+                f"execute_tool {call.name}", msg, TOOL_DESTINATION, attributes=_gen_ai_attributes(call)
+            ) as span,
+        ):
+            trace_id = current_trace_id() or trace_id_from_headers(msg.headers)
+            try:
+                outcome, disposition = await self._process(call, msg.metadata.num_delivered, trace_id)
+            except _TRANSIENT as exc:
+                log.warning("tool call %s postponed: %s", call.call_id, exc, extra={"call_id": call.call_id})
+                span.set_status(Status(StatusCode.ERROR, f"transient: {type(exc).__name__}"))
+                outcome, disposition = Skipped.RETRY, Disposition.NAK
+            span.set_attribute("sluice.tool.outcome", outcome)
+            if outcome not in (Outcome.OK, Skipped.TASK_TERMINAL, Skipped.TASK_MISSING, Skipped.DUPLICATE):
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            self.metrics.settled(call.name, outcome)
+            return disposition
+
+    async def _process(
+        self, call: ToolCallMessage, deliveries: int, trace_id: str
+    ) -> tuple[Outcome | Skipped, Disposition]:
+        if (why := await self._task_gone(call.task_id)) is not None:
+            log.info("tool call %s not run: %s", call.call_id, why, extra={"call_id": call.call_id})
+            return why, Disposition.ACK
+        seen = _Seen()
+        if deliveries > 1:
+            seen = await self._seen(call)
+            log.info(
+                "tool call %s redelivered (delivery %d)", call.call_id, deliveries,
+                extra={"call_id": call.call_id, "started": seen.started, "completed": seen.completed},
+            )  # fmt: skip
+        if seen.completed:
+            log.info("tool call %s already completed; not run again", call.call_id, extra={"call_id": call.call_id})
+            return Skipped.DUPLICATE, Disposition.ACK
+        if deliveries > self.max_deliver:
+            log.error(
+                "tool call %s delivered %d times without completing; giving up",
+                call.call_id, deliveries, extra={"call_id": call.call_id},
+            )  # fmt: skip
+            error = f"{call.name} was abandoned after {deliveries} attempts that did not finish (the runner died)"
+            await self._completed(call, CallResult.failed(Outcome.POISON, error), trace_id)
+            return Outcome.POISON, Disposition.TERM
+
+        if not seen.started:
+            data = ev.ToolStartedData(call_id=call.call_id, name=call.name, arguments=call.arguments)
+            await self.writer.emit(
+                ev.ToolStarted, call.task_id, data, msg_id=started_msg_id(call.task_id, call.call_id), trace_id=trace_id
+            )
+        begun = time.monotonic()
+        result = await execute(
+            self.lookup(call.name),
+            call.name,
+            call.arguments,
+            deadline_s=call.deadline_s,
+            max_output_bytes=self.max_output_bytes,
+        )
+        self.metrics.ran(call.name, time.monotonic() - begun)
+        # The task may have ended while the tool ran (a cancel): its late result is not published.
+        if (why := await self._task_gone(call.task_id)) is not None:
+            log.info("tool call %s finished after its task became %s; result dropped", call.call_id, why)
+            return why, Disposition.ACK
+        await self._completed(call, result, trace_id)
+        return result.outcome, Disposition.ACK
+
+    async def _task_gone(self, task_id: str) -> Skipped | None:
+        record = await self.store.find(task_id)
+        if record is None:
+            return Skipped.TASK_MISSING
+        return Skipped.TASK_TERMINAL if record.terminal else None
+
+    async def _seen(self, call: ToolCallMessage) -> _Seen:
+        started = completed = False
+        async for entry in read_log(self.bus, call.task_id):
+            if entry.type not in ("tool.started", "tool.completed"):
+                continue
+            event = entry.decode()
+            if isinstance(event, ev.ToolStarted) and event.data.call_id == call.call_id:
+                started = True
+            elif isinstance(event, ev.ToolCompleted) and event.data.call_id == call.call_id:
+                completed = True
+        return _Seen(started=started, completed=completed)
+
+    async def _completed(self, call: ToolCallMessage, result: CallResult, trace_id: str) -> None:
+        data = ev.ToolCompletedData(
+            call_id=call.call_id,
+            name=call.name,
+            ok=result.ok,
+            result=result.result,
+            error=result.error,
+            duration_ms=result.duration_ms,
+        )
+        await self.writer.emit(
+            ev.ToolCompleted, call.task_id, data, msg_id=completed_msg_id(call.task_id, call.call_id), trace_id=trace_id
+        )
+
+
+def _gen_ai_attributes(call: ToolCallMessage) -> dict[str, AttributeValue]:
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.call_id,
+        "gen_ai.tool.type": "function",
+    }
