@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 async def serve(bus: Bus, stopping: asyncio.Event, *, settings: ToolRunnerSettings, common: CommonConfig) -> None:
     """The service body `run_service` calls with a connected, provisioned bus."""
     metrics = ToolMetrics()
+    metrics.watch_connection(bus.state)
     stop_metrics = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     try:
         store = TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))

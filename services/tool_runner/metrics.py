@@ -5,6 +5,7 @@
                                                `undecodable`)
     sluice_tool_call_duration_seconds{tool}    time inside the tool, for calls that ran
     sluice_tool_calls_in_flight                calls being handled right now
+    sluice_tool_nats_connected, sluice_tool_nats_reconnects_total   the NATS connection (`watch_connection`)
 
 `tool` is the tool's name if it is registered, else `unknown`: names come from a model and must not mint
 label values.
@@ -15,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from sluice.bus import ConnectionState
+from sluice.telemetry import NatsConnectionCollector
 
 from .tools import REGISTRY
 
@@ -39,6 +43,10 @@ class ToolMetrics:
             buckets=_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.in_flight = Gauge("sluice_tool_calls_in_flight", "Tool calls being handled", registry=self.registry)
+
+    def watch_connection(self, state: ConnectionState) -> None:
+        """Reports the process's NATS connection, read at scrape time."""
+        self.registry.register(NatsConnectionCollector(state, prefix="sluice_tool"))
 
     def settled(self, name: str, outcome: str) -> None:
         self.calls.labels(tool_label(name), outcome).inc()

@@ -95,7 +95,7 @@ async def test_sigterm_lets_a_running_call_finish_then_exits_0(
     await wait_started(own_bus, task_id, call_id)
     async with httpx.AsyncClient(timeout=5) as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    assert "sluice_tool_calls_in_flight 1.0" in metrics
+    assert "sluice_tool_calls_in_flight 1.0" in metrics and "sluice_tool_nats_connected 1.0" in metrics
 
     began = time.monotonic()
     assert runner.terminate(timeout_s=15) == 0

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from sluice import events as ev
 from sluice import subjects
 from sluice.bus import Bus
+from sluice.config import CommonConfig
 from sluice.eventlog import EventWriter, read_log
 from sluice.ids import new_task_id
 from support.otlp_receiver import SpanCapture, span_capture
@@ -134,6 +135,20 @@ async def test_an_output_over_the_limit_is_truncated_with_a_marker(bus: Bus) -> 
     assert done.data.ok is True
     assert len(result.encode()) <= 300
     assert result.startswith("éé") and result.endswith("[output truncated by the tool-runner: 2000 bytes, limit 300]")
+
+
+async def test_a_call_longer_than_the_ack_wait_is_kept_alive_and_runs_once(
+    bus: Bus, common_config: CommonConfig
+) -> None:
+    task_id = new_task_id()
+    await create_task(bus, task_id)
+    seconds = common_config.ack_wait_s + 0.5
+    async with running_worker(bus) as running:
+        call_id = await publish_call(bus, task_id, "slow_echo", {"text": "long", "seconds": seconds})
+        done = await completed_event(bus, task_id, call_id, timeout_s=seconds + 5)
+    # Without in_progress() the server would have redelivered it mid-run, and this worker would have run it again.
+    assert done.data.ok is True and done.data.duration_ms >= seconds * 1000
+    assert (running.metrics.count("slow_echo", "ok"), running.metrics.count("slow_echo", "duplicate")) == (1, 0)
 
 
 async def test_a_call_for_a_terminal_task_publishes_nothing_and_is_acked(bus: Bus) -> None:
