@@ -30,10 +30,26 @@ def install_signal_handlers(stopping: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stopping.set)
 
 
+async def _connect_unless_stopped(name: str, common: CommonConfig, stopping: asyncio.Event) -> Bus | None:
+    """Waits for NATS, but a signal during the wait ends it (returns None) instead of being ignored."""
+    async with asyncio.TaskGroup() as group:
+        connecting = group.create_task(connect(common, name=f"sluice-{name}"))
+        stop = group.create_task(stopping.wait())
+        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+            return None
+        stop.cancel()
+    return connecting.result()
+
+
 async def serve_until_signal(name: str, common: CommonConfig, main: ServiceMain) -> None:
     stopping = asyncio.Event()
     install_signal_handlers(stopping)
-    bus = await connect(common, name=f"sluice-{name}")
+    bus = await _connect_unless_stopped(name, common, stopping)
+    if bus is None:
+        log.info("%s stopped before NATS was reachable", name)
+        return
     try:
         await provision(bus.js, common)
         log.info("%s started", name, extra={"config": common.describe()})
