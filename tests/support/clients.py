@@ -381,12 +381,13 @@ class Terminal:
 
     def start(self, workdir: Path) -> Terminal:
         self._exit_file = workdir / f"{self.socket}.exit"
+        # bash, not sh: on Ctrl-C dash dies with the command, bash waits for it (so its exit code is recorded).
         quoted = " ".join(_shell_quote(part) for part in self.command)
         script = f"{quoted}; echo $? > {_shell_quote(str(self._exit_file))}; sleep 3600"
         env_args = [f"{k}={v}" for k, v in self.env.items()]
         subprocess.run(
             ["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-x", str(self.width),
-             "-y", str(self.height), "env", "-i", *env_args, "sh", "-c", script],
+             "-y", str(self.height), "env", "-i", *env_args, "bash", "-c", script],
             check=True,
         )  # fmt: skip
         subprocess.run(["tmux", "-L", self.socket, "set-option", "-g", "history-limit", "20000"], check=True)
