@@ -45,9 +45,10 @@ _NOT_TRACED = "healthz,readyz,metrics"
 
 def edge_routers() -> list[APIRouter]:
     """Every router the edge serves, in order. Other features append theirs here."""
-    from stream_edge import a2a, routes_events, routes_ops, routes_tasks
+    from stream_edge import a2a, asyncapi, routes_events, routes_ops, routes_tasks
+    from stream_edge.web import router as web
 
-    return [routes_tasks.router, routes_events.router, routes_ops.router, a2a.router()]
+    return [routes_tasks.router, routes_events.router, routes_ops.router, a2a.router(), web.router, asyncapi.router]
 
 
 def default_hub(bus: Bus, settings: EdgeSettings) -> StreamHubLike:
