@@ -1,0 +1,197 @@
+"""Budgets, cancellation, lost tool answers, poison work and tasks canceled before a runner saw them."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import nats.js.errors
+import pytest
+
+from agent_runner.main import tool_descriptors
+from sluice import subjects
+from sluice.events import Budget, LlmCompleted, TaskCompleted
+from sluice.records import TaskStore
+from support.runners import (
+    LogWatch,
+    RunnerStack,
+    cancel,
+    data_of,
+    publish_work,
+    record_of,
+    replace_record,
+    runner_stack,
+    submit,
+    types_of,
+    wait_for_end,
+)
+from support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunnerStack]:
+    async with runner_stack(tmp_path_factory.mktemp("runner-control"), max_deliver=2) as s:
+        yield s
+
+
+def story(marker: str = "") -> str:
+    return f"tell me a story {marker} ({uuid.uuid4().hex[:10]})"
+
+
+# ---------------------------------------------------------------- budgets
+
+
+@pytest.mark.parametrize(
+    ("text", "budget", "kind"),
+    [
+        ("tell me a story", Budget(max_output_tokens=5), "tokens"),
+        ("tell me a story", Budget(max_cost_usd=0.000001), "cost_usd"),
+        ("what is 17*23?", Budget(max_steps=1), "steps"),
+        ("tell me a story [fault:slow:100]", Budget(timeout_s=0.6), "time_s"),
+    ],
+)
+async def test_each_budget_kind_warns_then_stops_the_task(
+    stack: RunnerStack, text: str, budget: Budget, kind: str
+) -> None:
+    started = time.monotonic()
+    task = await submit(stack.bus, f"{text} ({uuid.uuid4().hex[:8]})", budget=budget)
+    events = await wait_for_end(stack.bus, task)
+    types = types_of(events)
+    assert types[-2:] == ["budget.exceeded", "task.failed"], types
+    warning, exceeded = data_of(events, "budget.warning")[-1], data_of(events, "budget.exceeded")[0]
+    assert warning.kind == exceeded.kind == kind
+    assert types.index("budget.warning") < types.index("budget.exceeded")
+    assert exceeded.used >= exceeded.limit
+    failed = data_of(events, "task.failed")[0]
+    assert failed.error.code == "budget_exceeded" and kind in failed.error.message
+    assert (await record_of(stack.bus, task)).state == "failed"
+    if kind == "time_s":
+        assert time.monotonic() - started < 3.0  # the running stream was cut at the deadline
+        assert "llm.completed" not in types
+
+
+async def test_a_warning_alone_lets_the_task_finish(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, f"what is 17*23? ({uuid.uuid4().hex[:8]})", budget=Budget(max_steps=2))
+    events = await wait_for_end(stack.bus, task)
+    assert types_of(events)[-1] == "task.completed"
+    assert [(w.kind, w.used, w.limit) for w in data_of(events, "budget.warning")] == [("steps", 2, 2)]
+
+
+# ---------------------------------------------------------------- cancel
+
+
+async def test_cancel_while_streaming_stops_the_stream_promptly(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, story("[fault:slow:100]"))
+    watch = LogWatch(stack.bus, task)
+    await watch.first("llm.delta")
+    asked = time.monotonic()
+    assert await cancel(stack.bus, task) == "working"
+    events = await wait_for_end(stack.bus, task, timeout_s=5)
+    assert time.monotonic() - asked < 1.0
+    types = types_of(events)
+    assert types[-1] == "task.canceled" and types.count("task.canceled") == 1
+    assert "llm.completed" not in types
+    assert data_of(events, "task.canceled")[0].reason == "test cancel"
+    assert (await record_of(stack.bus, task)).state == "canceled"
+    await eventually(lambda: _last_event_id_is(stack, task, events[-1].id), what="last_event_id")
+    await eventually(lambda: _true(stack.worker.held == 0), what="the slot to be freed")
+
+
+async def test_cancel_while_waiting_for_a_tool_ends_the_wait_and_ignores_the_late_result(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, "what is 6*7?", work=False)
+    stack.tools.hold.add((task, "calculator"))
+    await publish_work(stack.bus, task)
+    watch = LogWatch(stack.bus, task)
+    step = await watch.first("llm.completed")
+    assert isinstance(step, LlmCompleted) and step.data.tool_calls
+    call_id = step.data.tool_calls[0].call_id
+    await eventually(lambda: _true(call_id in stack.tools.received), what="the call to reach the tool-runner")
+    asked = time.monotonic()
+    await cancel(stack.bus, task)
+    events = await wait_for_end(stack.bus, task, timeout_s=5)
+    assert time.monotonic() - asked < 1.0
+    assert types_of(events)[-1] == "task.canceled"
+    assert "tool.completed" not in types_of(events)
+
+
+async def test_cancel_before_any_runner_took_the_task_leaves_the_edges_event_last(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, "what is 6*7?", work=False)
+    assert await cancel(stack.bus, task) == "submitted"  # the edge publishes task.canceled itself
+    await publish_work(stack.bus, task)
+    await eventually(lambda: _work_gone(stack, task), what="the runner to consume the work message")
+    events = await wait_for_end(stack.bus, task)
+    assert types_of(events) == ["task.submitted", "task.canceled"]
+
+
+async def test_a_canceled_record_without_its_event_gets_the_event_from_the_runner(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, "what is 6*7?", work=False)
+    store = await _store(stack)
+    await store.update(task, lambda r: replace_record(r, state="canceled"))  # an edge that died before publishing
+    await publish_work(stack.bus, task)
+    events = await wait_for_end(stack.bus, task)
+    assert types_of(events) == ["task.submitted", "task.canceled"]
+    await eventually(lambda: _last_event_id_is(stack, task, events[-1].id), what="last_event_id")
+
+
+async def test_work_for_a_finished_task_is_dropped(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, f"what is 2*2? ({uuid.uuid4().hex[:6]})")
+    events = await wait_for_end(stack.bus, task)
+    await publish_work(stack.bus, task, msg_id=f"{task}:run:again")
+    await eventually(lambda: _work_gone(stack, task), what="the duplicate work to be consumed")
+    assert types_of(await wait_for_end(stack.bus, task)) == types_of(events)
+
+
+# ---------------------------------------------------------------- lost answers and poison
+
+
+async def test_a_tool_call_nobody_answers_is_failed_by_the_runner_and_the_model_told(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The wait is the tool's deadline + the ack wait (a dead tool-runner's call is redelivered) + the margin.
+    short = {name: dataclasses.replace(d, timeout_s=0.3) for name, d in tool_descriptors().items()}
+    root = tmp_path_factory.mktemp("runner-lost-tool")
+    async with runner_stack(root, ack_wait_s=0.5, tools=short, tool_wait_margin_s=0.2) as s:
+        task = await submit(s.bus, "what is 6*7?", work=False)
+        s.tools.hold.add((task, "calculator"))
+        await publish_work(s.bus, task)
+        events = await wait_for_end(s.bus, task, timeout_s=20)
+        assert types_of(events)[-1] == "task.completed"
+        result = data_of(events, "tool.completed")[0]
+        assert not result.ok and "did not answer" in (result.error or "")
+        assert "failed" in data_of(events, "task.completed")[0].output
+
+
+async def test_a_task_whose_log_cannot_be_read_fails_as_poison_after_max_deliver(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, "hello", work=False)
+    subject = subjects.event(task, "llm.completed")
+    await stack.bus.publish(subject, b'{"not": "an event"}', msg_id=f"{task}:garbage")
+    await publish_work(stack.bus, task)
+    events = await wait_for_end(stack.bus, task, timeout_s=30)
+    failed = [e for e in events if isinstance(e, TaskCompleted)]
+    assert not failed
+    assert types_of(events)[-1] == "task.failed"
+    assert data_of(events, "task.failed")[0].error.code == "max_deliver_exceeded"
+
+
+async def _last_event_id_is(stack: RunnerStack, task: str, event_id: str | None) -> bool:
+    return (await record_of(stack.bus, task)).last_event_id == event_id
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _store(stack: RunnerStack) -> TaskStore:
+    return TaskStore(await stack.bus.js.key_value(subjects.TASKS_BUCKET))
+
+
+async def _work_gone(stack: RunnerStack, task: str) -> bool:
+    try:
+        await stack.bus.js.get_last_msg(subjects.WORK_STREAM, subjects.work(task))
+    except nats.js.errors.NotFoundError:
+        return True
+    return False
