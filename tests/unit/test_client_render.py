@@ -75,7 +75,8 @@ def test_formatters() -> None:
     assert format_arguments('{"expression": "17*23", "n": 2}') == 'expression="17*23", n=2'
     assert format_arguments('{"broken": ') == '{"broken":'
     assert format_duration(0.25) == "250 ms" and format_duration(3.44) == "3.4 s" and format_duration(125) == "2 m 05 s"
-    assert format_cost(0) == "$0" and format_cost(0.00123) == "$0.0012" and format_cost(2.5) == "$2.50"
+    assert format_cost(0) == "$0" and format_cost(0.0123) == "$0.0123" and format_cost(2.5) == "$2.50"
+    assert format_cost(0.000029) == "$0.000029" and format_cost(1e-9) == "<$0.000001"
 
 
 def test_every_update_kind_renders_without_a_terminal() -> None:

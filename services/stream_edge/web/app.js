@@ -55,7 +55,10 @@
 
   function formatCost(usd) {
     if (!usd) return "$0";
-    return usd < 1 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
+    if (usd >= 1) return `$${usd.toFixed(2)}`;
+    if (usd >= 0.01) return `$${usd.toFixed(4)}`;
+    const small = usd.toFixed(6).replace(/0+$/, "");
+    return small === "0." ? "<$0.000001" : `$${small}`;
   }
 
   function formatUsage(u) {
@@ -245,6 +248,9 @@
         case "task.input_required":
           this.state = "input-required";
           this.note(`? ${d.prompt}`, "ask");
+          if (d.call_id && this.tools.has(d.call_id)) {
+            this.tools.get(d.call_id).setStatus("waiting", d.kind === "approval" ? "awaiting approval" : "waiting for you");
+          }
           this.showInput(d);
           break;
         case "task.resumed":

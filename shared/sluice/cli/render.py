@@ -56,9 +56,15 @@ def format_duration(seconds: float) -> str:
 
 
 def format_cost(cost_usd: float) -> str:
+    """`$0`, `$0.000029`, `$0.0123`, `$2.50`."""
     if cost_usd == 0:
         return "$0"
-    return f"${cost_usd:.4f}" if cost_usd < 1 else f"${cost_usd:.2f}"
+    if cost_usd >= 1:
+        return f"${cost_usd:.2f}"
+    if cost_usd >= 0.01:
+        return f"${cost_usd:.4f}"
+    small = f"{cost_usd:.6f}".rstrip("0")
+    return "<$0.000001" if small == "0." else f"${small}"
 
 
 def format_usage(usage: Usage) -> str:

@@ -1,0 +1,185 @@
+"""The web page in headless Chromium against the whole stack: streaming text and tool cards, an edge restart
+mid-stream with nothing repeated or lost, cancel, input and approval, replay of a finished task, safety with
+hostile text, and a phone-width screen. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.stack import Stack, stack
+
+__all__ = ["stack"]  # the fixture, imported for pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (make test installs chromium)"),
+]
+
+if os.path.exists(CHROMIUM):
+    from playwright.async_api import Browser, Page, async_playwright, expect
+else:  # pragma: no cover - skipped above
+    Browser = Page = object  # type: ignore[assignment,misc]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 900, "height": 1000})
+    opened = await context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    await context.close()
+    assert not errors, errors
+
+
+async def submit(page: Page, stack: Stack, prompt: str, agent: str | None = None) -> str:
+    await page.goto(f"{stack.edge_url}/")
+    if agent is not None:
+        await expect(page.locator(f"#agent option[value='{agent}']")).to_have_count(1)
+        await page.select_option("#agent", agent)
+    await page.fill("#prompt", prompt)
+    await page.click("#run")
+    await expect(page.locator("#task-link")).not_to_be_empty()
+    task_id = await page.locator("#task-link").inner_text()
+    assert page.url.endswith(f"/?task={task_id}")
+    return task_id
+
+
+async def output_of(stack: Stack, task_id: str) -> str:
+    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=10) as http:
+        record = (await http.get(f"/v1/tasks/{task_id}")).json()
+    assert record["state"] == "completed", record
+    output: str = record["output"]
+    return output
+
+
+async def answer_text(page: Page) -> str:
+    texts = await page.locator("#timeline .step .text").all_inner_texts()
+    return "".join(texts)
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=True)
+
+
+async def test_text_and_a_tool_card_stream_in_incrementally(page: Page, stack: Stack) -> None:
+    task_id = await submit(page, stack, "What is 17*23? [fault:slow:120]")
+    card = page.locator(".tool[data-call-id]")
+    await expect(card).to_have_count(1)
+    await expect(card.locator(".tool-name")).to_have_text("calculator")
+    await expect(card.locator(".tool-args")).to_contain_text('"expression":"17*23"')
+    await expect(card).to_have_attribute("data-status", "ok")
+    await expect(card.locator(".tool-result")).to_have_text("391")
+    lengths: set[int] = set()
+    while not await page.locator("#result").is_visible():
+        lengths.add(len(await answer_text(page)))
+        await page.wait_for_timeout(40)  # sample what the page shows while it streams
+    assert len([n for n in lengths if n > 0]) >= 3, f"text did not stream in: {sorted(lengths)}"
+    await expect(page.locator("#state")).to_have_text("completed")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator("#usage")).to_contain_text("tokens")
+    assert await answer_text(page) == await output_of(stack, task_id)
+    await screenshot(page, "tool")
+
+
+async def test_page_recovers_from_an_edge_restart_with_no_text_repeated_or_lost(page: Page, stack: Stack) -> None:
+    task_id = await submit(page, stack, "Tell me how a river finds the sea [fault:slow:80]")
+    step = page.locator("#timeline .step .text")
+    await expect(step).to_contain_text("Sluice demo model")
+    await asyncio.to_thread(stack.kill, "edge")
+    await expect(page.locator("#conn")).to_be_visible()
+    await screenshot(page, "reconnecting")
+    await asyncio.to_thread(stack.start_service, "edge")
+    await expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    await expect(page.locator("#conn")).to_be_hidden()
+    assert await answer_text(page) == await output_of(stack, task_id)
+    await screenshot(page, "after-restart")
+
+
+async def test_cancel_button_cancels_the_task(page: Page, stack: Stack) -> None:
+    await submit(page, stack, "Tell me about patience [fault:slow:200]")
+    await expect(page.locator("#timeline .step .text")).to_contain_text("Sluice demo model")
+    await page.click("#cancel")
+    await expect(page.locator("#state")).to_have_text("canceled")
+    await expect(page.locator("#result")).to_contain_text("Canceled")
+    await expect(page.locator("#cancel")).to_be_hidden()
+
+
+async def test_answering_a_question_continues_the_task(page: Page, stack: Stack) -> None:
+    task_id = await submit(page, stack, "Ask me for my favourite colour")
+    await expect(page.locator("#input-text")).to_be_visible()
+    await expect(page.locator("#state")).to_have_text("needs input")
+    await expect(page.locator("#input-prompt")).to_contain_text("Could you tell me")
+    await screenshot(page, "question")
+    await page.fill("#input-text", "teal")
+    await page.click("#send")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator("#input")).to_be_hidden()
+    await expect(page.locator(".note.answer")).to_have_text("› teal")
+    assert "teal" in await output_of(stack, task_id)
+
+
+async def test_approving_a_tool_call_runs_it(page: Page, stack: Stack) -> None:
+    task_id = await submit(page, stack, "What is 6*7?", agent="careful-assistant")
+    await expect(page.locator("#approve")).to_be_visible()
+    await expect(page.locator("#input-call")).to_contain_text("calculator")
+    await page.click("#approve")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator(".tool .tool-result")).to_have_text("42")
+    assert "42" in await output_of(stack, task_id)
+
+
+async def test_a_task_url_replays_it_and_hostile_text_stays_text(browser: Browser, stack: Stack) -> None:
+    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> What is 1+1?'
+    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=10) as http:
+        task_id = (await http.post("/v1/tasks", json={"input": hostile})).json()["id"]
+        async with http.stream("GET", f"/v1/tasks/{task_id}/events", params={"format": "ndjson"}) as stream:
+            async for _ in stream.aiter_lines():
+                pass  # to the end: the task is over
+    context = await browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+    page = await context.new_page()
+    await page.goto(f"{stack.edge_url}/?task={task_id}")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator("#question")).to_have_text(hostile)
+    assert await page.evaluate("window.pwned") is None
+    assert await page.locator("main img, main script").count() == 0
+    assert await answer_text(page) == await output_of(stack, task_id)
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, "the page scrolls sideways on a phone"
+    await screenshot(page, "phone")
+    await page.goto(f"{stack.edge_url}/?task=not-a-task!")
+    await expect(page.locator("#error")).to_have_text("That is not a task id.")
+    await context.close()
+
+
+async def test_page_loads_nothing_from_outside_the_edge(page: Page, stack: Stack) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    response = await page.goto(f"{stack.edge_url}/")
+    assert response is not None
+    assert "default-src 'none'" in (response.headers.get("content-security-policy") or "")
+    await expect(page.locator("#agent option")).not_to_have_count(1)  # the agent card listed the agents
+    assert requested and all(url.startswith(stack.edge_url) for url in requested), requested
