@@ -1,0 +1,171 @@
+"""`sluice agent-runner` and `sluice tool-runner` as real processes, killed with SIGKILL mid-task: every task
+completes, the log shows the retried attempts, no tool call completes twice, and exactly one terminal event ends
+the log. Also: SIGTERM hands a running task to another runner.
+
+These tests own their nats-server, so a 2 s ack wait makes a crash visible fast, and no other test's runner takes
+their work (durable consumers are shared by name).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sluice import subjects
+from sluice.bus import Bus, connect
+from sluice.config import CommonConfig
+from sluice.events import TERMINAL_TYPES, Event, LlmCompleted
+from sluice.provision import provision
+from support.nats_server import NatsServer
+from support.runners import LogWatch, data_of, submit, types_of, wait_for_end
+from support.stack import Stack
+from support.waiting import eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+ACK_WAIT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """NATS and the demo model for the module; each test starts the runners it needs (and the end kills them)."""
+    root = tmp_path_factory.mktemp("runner-crash")
+    env = {"SLUICE_ACK_WAIT": f"{ACK_WAIT_S}s", "SLUICE_RUNNER_GRACE_S": "1", "SLUICE_MODEL_BACKOFF_S": "0.05"}
+    stack = Stack(root=root, env=env)
+    stack.nats = NatsServer(store_dir=root / "nats").start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def bus(procs: Stack) -> AsyncIterator[Bus]:
+    config = CommonConfig(nats_urls=(procs.nats_url,), ack_wait_s=ACK_WAIT_S)
+    b = await connect(config, name="sluice-tests-runner-crash")
+    await provision(b.js, config)  # first, so the consumers get the short ack wait
+    procs.start_service("demo-llm")
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+def runners(procs: Stack) -> Iterator[Stack]:
+    procs.start_service("tool-runner")
+    procs.start_service("agent-runner")
+    yield procs
+    for name in ("agent-runner", "tool-runner"):
+        procs.kill(name)
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def assert_ends_once(events: list[Event], terminal: str = "task.completed") -> None:
+    types = types_of(events)
+    assert types[-1] == terminal, types
+    assert sum(t in TERMINAL_TYPES for t in types) == 1, types
+
+
+def assert_each_call_completed_once(events: list[Event]) -> None:
+    completed = [d.call_id for d in data_of(events, "tool.completed")]
+    started = [d.call_id for d in data_of(events, "tool.started")]
+    assert len(completed) == len(set(completed)) and len(started) == len(set(started))
+    asked = {c.call_id for d in data_of(events, "llm.completed") for c in d.tool_calls}
+    assert set(completed) == asked
+
+
+async def test_agent_runner_killed_mid_answer_is_replaced_and_the_step_retried(bus: Bus, runners: Stack) -> None:
+    task = await submit(bus, f"tell me a long story [fault:slow:40] ({nonce()})")
+    watch = LogWatch(bus, task)
+    await watch.until(lambda es: len(data_of(es, "llm.delta")) >= 3 or None, what="three deltas")
+    runners.kill("agent-runner")
+    runners.start_service("agent-runner")
+
+    events = await wait_for_end(bus, task, timeout_s=40)
+    assert_ends_once(events)
+    assert [s.attempt for s in data_of(events, "task.started")] == [1, 2]
+    assert [(s.step, s.attempt) for s in data_of(events, "llm.started")] == [(1, 1), (1, 2)]
+    (completed,) = data_of(events, "llm.completed")
+    assert completed.attempt == 2
+    assert "".join(d.text for d in data_of(events, "llm.delta") if d.attempt == 2) == completed.content
+    assert data_of(events, "task.completed")[0].output == completed.content
+
+
+async def test_agent_runner_killed_while_waiting_for_a_tool_never_reruns_the_call(bus: Bus, runners: Stack) -> None:
+    runners.kill("tool-runner")  # nobody answers yet: the agent-runner will be waiting
+    task = await submit(bus, f"what is 17*23? ({nonce()})")
+    step = await LogWatch(bus, task).first("llm.completed")
+    assert isinstance(step, LlmCompleted)
+    assert step.data.tool_calls
+    await eventually(lambda: _queued(bus), what="the tool call message")
+    runners.kill("agent-runner")
+    runners.start_service("tool-runner")  # the call runs while no agent-runner holds the task
+    await LogWatch(bus, task).first("tool.completed")
+    runners.start_service("agent-runner")
+
+    events = await wait_for_end(bus, task, timeout_s=40)
+    assert_ends_once(events)
+    assert_each_call_completed_once(events)
+    assert [s.attempt for s in data_of(events, "task.started")] == [1, 2]
+    assert [(s.step, s.attempt) for s in data_of(events, "llm.started")] == [(1, 1), (2, 1)]  # step 1 not redone
+    assert "391" in data_of(events, "task.completed")[0].output
+
+
+async def test_tool_runner_killed_mid_call_is_replaced_and_the_task_completes(bus: Bus, runners: Stack) -> None:
+    tool_runner = runners.service("tool-runner")
+    for _ in range(5):
+        # Frozen, the tool-runner still has a pull request open for up to its fetch timeout: the call is delivered
+        # to it and held there, unacknowledged — a tool-runner that took the call and died before answering.
+        assert tool_runner.proc is not None
+        os.kill(tool_runner.proc.pid, signal.SIGSTOP)
+        task = await submit(bus, f"what is 17*23? ({nonce()})")
+        await LogWatch(bus, task).first("llm.completed")
+        held = await eventually(lambda: _delivery_state(bus), what="the call to be delivered or queued")
+        if held == "held":
+            break
+        os.kill(tool_runner.proc.pid, signal.SIGCONT)  # its pull had expired: let it answer, and try again
+        await wait_for_end(bus, task, timeout_s=30)
+    else:
+        pytest.fail("the frozen tool-runner never took a call")
+    runners.kill("tool-runner")
+    runners.start_service("tool-runner")
+
+    events = await wait_for_end(bus, task, timeout_s=40)
+    assert_ends_once(events)
+    assert_each_call_completed_once(events)
+    assert [s.attempt for s in data_of(events, "task.started")] == [1]  # the agent-runner just waited
+    assert "redelivered (delivery 2)" in runners.logs("tool-runner")  # the replacement got the held call
+    assert "391" in data_of(events, "task.completed")[0].output
+
+
+async def test_sigterm_hands_a_running_task_to_another_runner(bus: Bus, runners: Stack) -> None:
+    task = await submit(bus, f"tell me a long story [fault:slow:60] ({nonce()})")
+    await LogWatch(bus, task).first("llm.delta")
+    first = runners.service("agent-runner")
+    assert first.terminate(timeout_s=20) == 0  # grace 1 s, then the task is handed back mid-step
+    runners.start_service("agent-runner")
+    events = await wait_for_end(bus, task, timeout_s=40)
+    assert_ends_once(events)
+    assert [s.attempt for s in data_of(events, "task.started")] == [1, 2]
+    assert [(s.step, s.attempt) for s in data_of(events, "llm.started")] == [(1, 1), (1, 2)]
+    assert "handing back" in first.log_text() or "handed back" in first.log_text()
+
+
+async def _queued(bus: Bus) -> bool:
+    info = await bus.js.consumer_info(subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER)
+    return bool(info.num_pending or info.num_ack_pending)
+
+
+async def _delivery_state(bus: Bus) -> str | None:
+    info = await bus.js.consumer_info(subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER)
+    if info.num_ack_pending:
+        return "held"
+    if info.num_pending:
+        return "queued"
+    return None
