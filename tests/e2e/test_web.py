@@ -12,6 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sluice import events as ev
+from sluice.clock import now_iso
+from sluice.ids import new_task_id
+from support.clients import standin_edge
 from support.stack import Stack, stack
 
 __all__ = ["stack"]  # the fixture, imported for pytest
@@ -183,3 +187,40 @@ async def test_page_loads_nothing_from_outside_the_edge(page: Page, stack: Stack
     assert "default-src 'none'" in (response.headers.get("content-security-policy") or "")
     await expect(page.locator("#agent option")).not_to_have_count(1)  # the agent card listed the agents
     assert requested and all(url.startswith(stack.edge_url) for url in requested), requested
+
+
+def retried_log(task_id: str) -> list[ev.Event]:
+    """A step cut off and retried: the late delta of attempt 1 must not show; a duplicate must not either."""
+    usage = ev.Usage(input_tokens=1, output_tokens=2)
+    datas: list[tuple[type[ev.Event], object]] = [
+        (ev.TaskSubmitted, ev.TaskSubmittedData(input="retry me", agent="assistant", history=[], metadata={})),
+        (ev.TaskStarted, ev.TaskStartedData(attempt=1, runner="r")),
+        (ev.LlmStarted, ev.LlmStartedData(step=1, attempt=1, model="m", agent="assistant")),
+        (ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=1, text="Hel")),
+        (ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=1, text="lo wro")),
+        (ev.LlmStarted, ev.LlmStartedData(step=1, attempt=2, model="m", agent="assistant")),
+        (ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=1, text="ng!")),
+        (ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=2, text="Hello")),
+        (ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=2, text=" right")),
+        (ev.LlmCompleted, ev.LlmCompletedData(step=1, attempt=2, content="Hello right", tool_calls=[], usage=usage,
+                                              finish_reason="stop")),
+        (ev.TaskCompleted, ev.TaskCompletedData(output="Hello right", usage=usage)),
+    ]  # fmt: skip
+    log = [cls(task_id=task_id, ts=now_iso(), source="t", data=data) for cls, data in datas]  # type: ignore[call-arg]
+    for i, event in enumerate(log):
+        event.id = str(10 + 2 * i)
+    return log
+
+
+async def test_page_drops_superseded_attempts_and_duplicate_events(page: Page) -> None:
+    async with standin_edge() as edge:
+        log = retried_log(new_task_id())
+        task = edge.add_task(log, released=5)
+        task.cuts = [4]  # break the first connection after 4 events: the browser resumes with Last-Event-ID
+        await page.goto(f"{edge.url}/?task={task.id}")
+        await expect(page.locator("#timeline .step .text")).to_have_text("Hello wro")
+        await task.release()
+        await expect(page.locator("#result")).to_contain_text("Completed")
+        assert await answer_text(page) == "Hello right"
+        resumed = [r["headers"].get("last-event-id") for r in edge.requests if r["path"].endswith("/events")]
+        assert resumed[0] is None and log[3].id in resumed[1:], resumed

@@ -29,7 +29,7 @@ from sluice.cli.render_live import LiveView
 from sluice.client.http import EdgeClient, new_idempotency_key
 from sluice.client.settings import edge_url
 from sluice.client.transcript import Transcript, Update
-from sluice.errors import Conflict, InvalidInput, SluiceError
+from sluice.errors import Conflict, InvalidInput, SluiceError, Unavailable
 from sluice.events import TaskInputRequiredData, TaskRecord
 from sluice.ids import is_task_id, parse_event_id
 
@@ -225,8 +225,11 @@ class Session:
             self.view.note(f"task {self.task_id} waits for input: sluice input {self.task_id} {hint}")
             return
         # A replayed request may have been answered since: ask only if the task still waits.
-        record = await self.client.get(self.task_id)
-        if record.state == "input-required" and self._asking is None:
+        try:
+            waiting = (await self.client.get(self.task_id)).state == "input-required"
+        except Unavailable:
+            waiting = True  # cannot tell now; if it was answered meanwhile, the edge will say so
+        if waiting and self._asking is None:
             self._asking = tasks.create_task(self._ask())
 
     def _request_kind(self) -> str:
@@ -260,11 +263,13 @@ class Session:
                 self.live.start()
 
     async def _read_answer(self, kind: str) -> str | bool | None:
+        # The prompt goes where the person is: stdout in a terminal, else stderr (stdout may be a pipe).
+        out = sys.stdout if sys.stdout.isatty() else sys.stderr
         self._prompting = True
         try:
             while True:
-                sys.stdout.write(input_prompt(self.transcript.input_request or _QUESTION))
-                sys.stdout.flush()
+                out.write(input_prompt(self.transcript.input_request or _QUESTION))
+                out.flush()
                 line = await _read_line()
                 if line is None:
                     return None
@@ -274,7 +279,7 @@ class Session:
                 if kind != "approval" and choice:
                     return choice
         except asyncio.CancelledError:
-            sys.stdout.write("\n")  # answered elsewhere, or the task ended: leave the prompt line
+            out.write("\n")  # answered elsewhere, or the task ended: leave the prompt line
             raise
         finally:
             self._prompting = False
