@@ -7,18 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.nats_server import NatsServer, free_port, running_server
+from support.nats_server import free_port
 from support.otlp_receiver import ReceivedSpan, SpanStore, http_receiver
-from support.procs import ServiceProcess, base_env
+from support.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -29,67 +28,46 @@ TERMINAL = {"task.completed", "task.failed", "task.canceled"}
 
 
 @dataclass
-class Stack:
-    """NATS, the receiver, the demo model, an edge and a tool-runner; agent-runners are started per test."""
+class Traced:
+    """The whole stack as processes (support.stack), exporting OTLP to a receiver in this test."""
 
-    nats: NatsServer
+    stack: Stack
     spans: SpanStore
-    env: dict[str, str]
-    logs: Path
-    edge_url: str
+    runner_metrics_url: str
     tool_metrics_url: str
-    demo_port: int
-    procs: list[ServiceProcess] = field(default_factory=list)
 
-    def start(self, command: str, name: str, ready_url: str | None = None, **env: str) -> ServiceProcess:
-        proc = ServiceProcess(command, {**self.env, **env}, self.logs / f"{name}.log")
-        self.procs.append(proc)
-        return proc.start(ready_url=ready_url, timeout_s=40)
-
-    @contextmanager
-    def agent_runner(self, name: str) -> Iterator[tuple[ServiceProcess, str]]:
-        port = free_port()
-        proc = self.start("agent-runner", name, SLUICE_RUNNER_METRICS_PORT=str(port), SLUICE_RUNNER_ID=name)
-        try:
-            yield proc, f"http://127.0.0.1:{port}/metrics"
-        finally:
-            if proc.running:
-                proc.terminate()
+    @property
+    def edge_url(self) -> str:
+        return self.stack.edge_url
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("traced-stack")
-    # A server of our own: its work consumer gets this module's short ack wait, and no other test's runner can
-    # take (and trace) our tasks.
-    with running_server(root) as nats, http_receiver() as spans:
-        demo_port, edge_port, tool_port = free_port(), free_port(), free_port()
-        env = base_env(
-            SLUICE_NATS_URL=nats.url,
-            SLUICE_ACK_WAIT="2s",
-            SLUICE_DEMO_LLM_PORT=str(demo_port),
-            SLUICE_RUNNER_GRACE_S="1",
-            SLUICE_TOOL_GRACE_S="1",
-            SLUICE_SHUTDOWN_GRACE_S="1",
-            OTEL_EXPORTER_OTLP_ENDPOINT=spans.endpoint,
-            OTEL_BSP_SCHEDULE_DELAY="50",
-        )
-        s = Stack(nats, spans, env, root, f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{tool_port}/metrics",
-                  demo_port)  # fmt: skip
-        try:
-            s.start("demo-llm", "demo-llm", f"http://127.0.0.1:{demo_port}/healthz")
-            s.start("edge", "edge", f"{s.edge_url}/readyz", SLUICE_HTTP_PORT=str(edge_port))
-            s.start("tool-runner", "tool-runner", SLUICE_TOOL_METRICS_PORT=str(tool_port))
-            yield s
-        finally:
-            for proc in reversed(s.procs):
-                if proc.running:
-                    proc.terminate()
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
+    # A stack of its own (not the session's): its work consumer gets this module's short ack wait, and every one of
+    # its services exports to this module's receiver.
+    runner_port, tool_port = free_port(), free_port()
+    with http_receiver() as spans:
+        env = {
+            "SLUICE_ACK_WAIT": "2s",
+            "SLUICE_RUNNER_GRACE_S": "1",
+            "SLUICE_TOOL_GRACE_S": "1",
+            "SLUICE_SHUTDOWN_GRACE_S": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        service_env = {
+            "agent-runner": {"SLUICE_RUNNER_METRICS_PORT": str(runner_port)},
+            "tool-runner": {"SLUICE_TOOL_METRICS_PORT": str(tool_port)},
+        }
+        with running_stack(tmp_path_factory.mktemp("traced-stack"), env=env, service_env=service_env) as stack:
+            yield Traced(
+                stack, spans, f"http://127.0.0.1:{runner_port}/metrics", f"http://127.0.0.1:{tool_port}/metrics"
+            )
 
 
 @asynccontextmanager
-async def edge_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=30.0) as client:
+async def edge_client(traced: Traced) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=traced.edge_url, timeout=30.0) as client:
         yield client
 
 
@@ -147,16 +125,15 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
 # ---------------------------------------------------------------- one task, one trace
 
 
-async def test_a_task_with_a_tool_call_is_one_trace_across_edge_runner_and_tool_runner(stack: Stack) -> None:
-    with stack.agent_runner("runner-a"):
-        async with edge_client(stack) as client:
-            task_id = await submit(client, "what is 17*23?")
-            events = await events_until(client, task_id, TERMINAL)
+async def test_a_task_with_a_tool_call_is_one_trace_across_edge_runner_and_tool_runner(traced: Traced) -> None:
+    async with edge_client(traced) as client:
+        task_id = await submit(client, "what is 17*23?")
+        events = await events_until(client, task_id, TERMINAL)
     assert events[-1]["type"] == "task.completed", events[-1]
     trace_id = events[0]["trace_id"]
     assert len(trace_id) == 32 and {e["trace_id"] for e in events} == {trace_id}
 
-    store = stack.spans
+    store = traced.spans
 
     def complete(s: SpanStore) -> list[ReceivedSpan] | None:
         spans = s.spans(trace_id=trace_id)
@@ -217,11 +194,10 @@ async def test_a_task_with_a_tool_call_is_one_trace_across_edge_runner_and_tool_
     assert not [s.name for s in spans if task_id in s.name]
 
 
-async def test_an_event_stream_connection_is_its_own_trace_linked_to_the_task(stack: Stack) -> None:
-    with stack.agent_runner("runner-s"):
-        async with edge_client(stack) as client:
-            task_id = await submit(client, "what is 2+2?")
-            events = await events_until(client, task_id, TERMINAL)
+async def test_an_event_stream_connection_is_its_own_trace_linked_to_the_task(traced: Traced) -> None:
+    async with edge_client(traced) as client:
+        task_id = await submit(client, "what is 2+2?")
+        events = await events_until(client, task_id, TERMINAL)
     trace_id = events[0]["trace_id"]
 
     def stream_span(s: SpanStore) -> ReceivedSpan | None:
@@ -232,7 +208,7 @@ async def test_an_event_stream_connection_is_its_own_trace_linked_to_the_task(st
         )
         return found[0] if found else None
 
-    span = stack.spans.wait_for(stream_span, what="the stream connection's span")
+    span = traced.spans.wait_for(stream_span, what="the stream connection's span")
     assert span.trace_id != trace_id and span.kind == "server"
     assert span.attributes.get("sluice.task_id") == task_id
 
@@ -240,20 +216,20 @@ async def test_an_event_stream_connection_is_its_own_trace_linked_to_the_task(st
 # ---------------------------------------------------------------- crash and redelivery
 
 
-async def test_after_the_runner_is_killed_the_retry_attempt_links_to_the_work_message(stack: Stack) -> None:
-    async with edge_client(stack) as client:
-        with stack.agent_runner("runner-doomed") as (doomed, _):
-            task_id = await submit(client, "what is 6*7? [fault:slow:150]")
-            await events_until(client, task_id, {"llm.delta"})
-            doomed.kill()  # SIGKILL mid-stream: no ack, no goodbye, its unflushed spans are gone
-        with stack.agent_runner("runner-heir"):
-            events = await events_until(client, task_id, TERMINAL, timeout_s=90)
+async def test_after_the_runner_is_killed_the_retry_attempt_links_to_the_work_message(traced: Traced) -> None:
+    stack = traced.stack
+    async with edge_client(traced) as client:
+        task_id = await submit(client, "what is 6*7? [fault:slow:150]")
+        await events_until(client, task_id, {"llm.delta"})
+        stack.kill("agent-runner")  # SIGKILL mid-stream: no ack, no goodbye, its unflushed spans are gone
+        await asyncio.to_thread(stack.start_service, "agent-runner")
+        events = await events_until(client, task_id, TERMINAL, timeout_s=90)
     assert events[-1]["type"] == "task.completed", events[-1]
     trace_id = events[0]["trace_id"]
     assert {e["trace_id"] for e in events} == {trace_id}
     assert max(e["data"]["attempt"] for e in events if e["type"] == "task.started") >= 2
 
-    store = stack.spans
+    store = traced.spans
 
     def retried(s: SpanStore) -> list[ReceivedSpan] | None:
         found = s.spans(trace_id=trace_id, name="invoke_agent assistant", service=RUNNER)
@@ -272,20 +248,19 @@ async def test_after_the_runner_is_killed_the_retry_attempt_links_to_the_work_me
 # ---------------------------------------------------------------- a pause for input continues the trace
 
 
-async def test_a_task_resumed_after_input_continues_the_same_trace(stack: Stack) -> None:
-    with stack.agent_runner("runner-r"):
-        async with edge_client(stack) as client:
-            task_id = await submit(client, "ask me for my favourite colour")
-            asked = await events_until(client, task_id, {"task.input_required"} | TERMINAL)
-            assert asked[-1]["type"] == "task.input_required", asked[-1]
-            answered = await client.post(f"/v1/tasks/{task_id}/input", json={"input": "blue"})
-            assert answered.status_code == 202, answered.text
-            rest = await events_until(client, task_id, TERMINAL, after=asked[-1]["id"])
+async def test_a_task_resumed_after_input_continues_the_same_trace(traced: Traced) -> None:
+    async with edge_client(traced) as client:
+        task_id = await submit(client, "ask me for my favourite colour")
+        asked = await events_until(client, task_id, {"task.input_required"} | TERMINAL)
+        assert asked[-1]["type"] == "task.input_required", asked[-1]
+        answered = await client.post(f"/v1/tasks/{task_id}/input", json={"input": "blue"})
+        assert answered.status_code == 202, answered.text
+        rest = await events_until(client, task_id, TERMINAL, after=asked[-1]["id"])
     events = asked + rest
     trace_id = events[0]["trace_id"]
     assert {e["trace_id"] for e in events} == {trace_id}
 
-    store = stack.spans
+    store = traced.spans
 
     def attempts(s: SpanStore) -> list[ReceivedSpan] | None:
         found = s.spans(trace_id=trace_id, name="invoke_agent assistant", service=RUNNER)
@@ -305,20 +280,19 @@ async def test_a_task_resumed_after_input_continues_the_same_trace(stack: Stack)
 # ---------------------------------------------------------------- metrics
 
 
-async def test_metrics_parse_and_move_as_a_task_runs(stack: Stack) -> None:
-    with stack.agent_runner("runner-m") as (_, runner_metrics):
-        async with edge_client(stack) as client, httpx.AsyncClient(timeout=10) as plain:
+async def test_metrics_parse_and_move_as_a_task_runs(traced: Traced) -> None:
+    async with edge_client(traced) as client, httpx.AsyncClient(timeout=10) as plain:
 
-            async def scrape() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-                edge = (await client.get("/metrics")).text
-                runner = (await plain.get(runner_metrics)).text
-                tools = (await plain.get(stack.tool_metrics_url)).text
-                return metric_samples(edge), metric_samples(runner), metric_samples(tools)
+        async def scrape() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+            edge = (await client.get("/metrics")).text
+            runner = (await plain.get(traced.runner_metrics_url)).text
+            tools = (await plain.get(traced.tool_metrics_url)).text
+            return metric_samples(edge), metric_samples(runner), metric_samples(tools)
 
-            edge0, runner0, tools0 = await scrape()
-            task_id = await submit(client, "what is 12*12?")
-            await events_until(client, task_id, TERMINAL)
-            edge1, runner1, tools1 = await scrape()
+        edge0, runner0, tools0 = await scrape()
+        task_id = await submit(client, "what is 12*12?")
+        await events_until(client, task_id, TERMINAL)
+        edge1, runner1, tools1 = await scrape()
 
     def moved(before: dict[str, float], after: dict[str, float], name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)
