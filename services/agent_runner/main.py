@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from prometheus_client import REGISTRY
+
 from agent_runner.agents import Catalog, load_catalog
 from agent_runner.metrics import serve_metrics
 from agent_runner.model import OpenAIModel
@@ -14,6 +16,7 @@ from agent_runner.settings import RunnerSettings
 from agent_runner.worker import Worker
 from sluice.bus import Bus
 from sluice.service import run_service
+from sluice.telemetry import NatsConnectionCollector
 
 __all__ = ["main", "serve", "tool_descriptors"]
 
@@ -54,6 +57,7 @@ def main() -> None:
     catalog = load_catalog(settings.agents_file, default_model=settings.model, known_tools=tools.keys())
 
     async def run(bus: Bus, stopping: asyncio.Event) -> None:
+        REGISTRY.register(NatsConnectionCollector(bus.state, prefix="sluice_runner"))
         serve_metrics(settings.metrics_port)
         await serve(settings, catalog, tools, bus, stopping)
 

@@ -29,6 +29,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from agent_runner.metrics import MODEL_DURATION, TOKEN_USAGE
 from agent_runner.ports import ChatRequest, ModelCallError, ModelReply
 from sluice.events import ToolCall
+from sluice.telemetry import capture_message_content
+from sluice.tracing import genai_input_messages, genai_output_messages, server_attributes
 
 __all__ = ["OpenAIModel"]
 
@@ -115,9 +117,11 @@ class OpenAIModel:
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": request.model,
-                "server.address": self.server,
+                **server_attributes(self.server),
             }
         )
+        if capture_message_content():
+            span.set_attribute("gen_ai.input.messages", genai_input_messages(request.messages))
         started = time.perf_counter()
         error_type = ""
         try:
@@ -197,6 +201,10 @@ class OpenAIModel:
         tool_calls = [
             ToolCall(call_id=p.call_id, name=p.name, arguments="".join(p.arguments)) for _, p in sorted(calls.items())
         ]
+        if capture_message_content():
+            span.set_attribute(
+                "gen_ai.output.messages", genai_output_messages("".join(content), tool_calls, finish_reason)
+            )
         yield ModelReply(
             content="".join(content),
             tool_calls=tool_calls,

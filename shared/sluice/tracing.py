@@ -13,13 +13,18 @@ span name or metric label never carries a task id; the id goes into `sluice.task
 - `linked_span(name, headers)`: a span in the *current* trace that links to a task's trace (stream connections).
 - `continue_span(name, headers)`: a span in the *task's* trace (parent from `headers`) that links to the current
   span — how the edge's `/input` and `/cancel` keep a task in one trace though each HTTP request starts its own.
+- `link_current_span(headers)`: the same link added to a span someone else started (an event stream's server span).
+- `server_attributes`, `genai_input_messages`, `genai_output_messages`: GenAI client-span attributes in the
+  conventions' shapes (message content only when `sluice.telemetry.capture_message_content()`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 from opentelemetry import trace
@@ -35,10 +40,13 @@ __all__ = [
     "STREAM_SEQUENCE",
     "TASK_ID",
     "continue_span",
+    "genai_input_messages",
+    "genai_output_messages",
     "link_current_span",
     "linked_span",
     "process_span",
     "send_span",
+    "server_attributes",
     "span_for_publish",
     "template_of",
 ]
@@ -230,3 +238,56 @@ def continue_span(
         name, context=parent, kind=kind, attributes=dict(attributes or {}), links=links
     ) as span:
         yield span
+
+
+# ---------------------------------------------------------------- GenAI span helpers (OpenTelemetry GenAI conventions)
+
+
+def server_attributes(url: str) -> dict[str, AttributeValue]:
+    """`server.address` (host) and `server.port` of a client span, from the server's base URL."""
+    parts = urlsplit(url)
+    attrs: dict[str, AttributeValue] = {}
+    if parts.hostname:
+        attrs["server.address"] = parts.hostname
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        if port:
+            attrs["server.port"] = port
+    return attrs
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        return [{"type": "text", "content": p.get("text", "")} for p in content if isinstance(p, dict) and "text" in p]
+    return []
+
+
+def genai_input_messages(messages: Sequence[Mapping[str, Any]]) -> str:
+    """`gen_ai.input.messages`: OpenAI chat messages in the conventions' role/parts shape, as JSON.
+
+    Only for spans when `sluice.telemetry.capture_message_content()` is true: prompts may hold personal data.
+    """
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role = str(message.get("role", ""))
+        if role == "tool":
+            part = {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": message.get("content")}
+            out.append({"role": "tool", "parts": [part]})
+            continue
+        parts = _text_parts(message.get("content"))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(
+                {"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
+                 "arguments": function.get("arguments")}
+            )  # fmt: skip
+        out.append({"role": role, "parts": parts})
+    return json.dumps(out, ensure_ascii=False)
+
+
+def genai_output_messages(content: str, tool_calls: Sequence[Any], finish_reason: str) -> str:
+    """`gen_ai.output.messages` of one completion (tool calls: anything with `call_id`, `name`, `arguments`)."""
+    parts = _text_parts(content)
+    parts += [{"type": "tool_call", "id": c.call_id, "name": c.name, "arguments": c.arguments} for c in tool_calls]
+    return json.dumps([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}], ensure_ascii=False)
