@@ -5,7 +5,7 @@ builds the task store, the task service and the stream hub; on shutdown it drain
 period) and closes the bus it opened.
 
 Middleware, outermost first: OpenTelemetry server span → HTTP metrics → CORS (when origins are configured) → body
-limit → FastAPI's exception handlers → routes.
+limit → curl's form-typed bodies read as JSON → FastAPI's exception handlers → routes.
 
 Adding routes: `edge_routers()` lists every router the edge serves. The web client (`GET /`) and the A2A
 endpoint (`/.well-known/agent-card.json`, `POST /a2a`) add their routers there; a route reaches the task service
@@ -29,6 +29,7 @@ from sluice.provision import provision
 from sluice.records import TaskStore
 from stream_edge.body_limit import BodyLimitMiddleware
 from stream_edge.commands import TaskService
+from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
 from stream_edge.openapi import install_openapi
@@ -117,6 +118,7 @@ def create_app(
     install_openapi(app)
 
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(FormBodyAsJsonMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -107,7 +107,7 @@ async def test_validation_errors_name_the_field(edge: EdgeUnderTest, bus: Bus) -
 
 @pytest.mark.parametrize(
     "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml", None],
+    ["text/plain", "multipart/form-data; boundary=x", "application/xml", None],
 )
 async def test_bodies_that_are_not_json_are_415(edge: EdgeUnderTest, bus: Bus, content_type: str | None) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
@@ -116,6 +116,15 @@ async def test_bodies_that_are_not_json_are_415(edge: EdgeUnderTest, bus: Bus, c
     await assert_rejected(
         edge, bus, "POST", "/v1/tasks", 415, "unsupported_media_type", content=content, headers=headers
     )
+
+
+async def test_curl_default_form_type_is_read_as_json_and_a_real_form_body_is_400(
+    edge: EdgeUnderTest, bus: Bus
+) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await edge.client.post("/v1/tasks", content=b'{"input": "ok"}', headers=form)
+    assert response.status_code == 201, response.text
+    await assert_rejected(edge, bus, "POST", "/v1/tasks", 400, "invalid_json", content=b"input=ok", headers=form)
 
 
 async def test_json_with_a_charset_or_a_plus_json_type_is_accepted(edge: EdgeUnderTest) -> None:

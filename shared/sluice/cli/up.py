@@ -32,6 +32,7 @@ class UpPlan:
     env: dict[str, str]
     nats_url: str
     nats_cmd: str | None
+    nats_log: Path | None
     edge_url: str
     demo_url: str | None
 
@@ -64,13 +65,18 @@ def plan(environ: dict[str, str]) -> UpPlan:
     env = dict(environ)
     env.setdefault("SLUICE_LOG_FORMAT", "text")
     nats_cmd = None
+    nats_log = None
     nats_url = r.optional("SLUICE_NATS_URL")
     if nats_url is None:
         port = 4222 if _port_free("127.0.0.1", 4222) else _free_port()
         store = Path(r.text("SLUICE_DATA_DIR", ".sluice")) / "nats"
         store.mkdir(parents=True, exist_ok=True)
         nats_url = f"nats://127.0.0.1:{port}"
-        nats_cmd = shlex.join([_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)])
+        # NATS logs to a file: its banner would drown the services' lines.
+        nats_log = store / "nats-server.log"
+        nats_cmd = shlex.join(
+            [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), "-l", str(nats_log)]
+        )
         env["SLUICE_NATS_URL"] = nats_url
     demo_url = None
     if r.optional("OPENAI_API_KEY") is None:
@@ -87,8 +93,10 @@ def plan(environ: dict[str, str]) -> UpPlan:
         )
     edge_host = r.text("SLUICE_HTTP_HOST", "127.0.0.1")
     edge_port = r.integer("SLUICE_HTTP_PORT", 8080)
-    return UpPlan(env=env, nats_url=nats_url, nats_cmd=nats_cmd, edge_url=f"http://{edge_host}:{edge_port}",
-                  demo_url=demo_url)  # fmt: skip
+    edge_url = f"http://{edge_host}:{edge_port}"
+    return UpPlan(
+        env=env, nats_url=nats_url, nats_cmd=nats_cmd, nats_log=nats_log, edge_url=edge_url, demo_url=demo_url
+    )
 
 
 def _announce(manager: Manager, text: str) -> None:
@@ -105,7 +113,7 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
                     "Sluice is up.",
                     f"  web client   {up.edge_url}/",
                     f"  HTTP API     {up.edge_url}/docs",
-                    f"  NATS         {up.nats_url}",
+                    f"  NATS         {up.nats_url}" + (f"  (log: {up.nats_log})" if up.nats_log else ""),
                 ]
                 if up.demo_url:
                     lines.append(f"  demo model   {up.demo_url}/v1  (no OPENAI_API_KEY set)")
