@@ -298,11 +298,17 @@ async def test_metrics_parse_and_move_as_a_task_runs(traced: Traced) -> None:
         return total(after, name, **labels) - total(before, name, **labels)
 
     assert moved(edge0, edge1, "sluice_edge_events_delivered_total") >= 5
-    assert "sluice_edge_active_streams{}" in edge1
-    assert "sluice_edge_nats_reconnects_total{}" in edge1
+    assert moved(edge0, edge1, "sluice_edge_streams_opened_total") >= 1
+    for present in ("active_streams", "catchup_replays_total", "stream_catchup_lag_events", "slow_clients_cut_total",
+                    "nats_reconnects_total"):  # fmt: skip
+        assert f"sluice_edge_{present}{{}}" in edge1, present
+    assert moved(runner0, runner1, "sluice_runner_tasks_completed_total") == 1
     assert moved(runner0, runner1, "gen_ai_client_token_usage_count") >= 4  # 2 calls × (input, output)
     assert moved(runner0, runner1, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") > 0
     assert moved(runner0, runner1, "gen_ai_client_operation_duration_seconds_count") >= 2
+    assert moved(runner0, runner1, "sluice_runner_tool_calls_total", tool="calculator") == 1
     assert "sluice_runner_tasks_in_flight{}" in runner1
-    assert moved(tools0, tools1, "sluice_tool_calls_total") >= 1
-    assert moved(tools0, tools1, "sluice_tool_call_duration_seconds_count") >= 1
+    assert "sluice_runner_nats_reconnects_total{}" in runner1
+    assert moved(tools0, tools1, "sluice_tool_calls_total", tool="calculator", outcome="ok") == 1
+    assert moved(tools0, tools1, "sluice_tool_call_duration_seconds_count", tool="calculator") == 1
+    assert "sluice_tool_nats_reconnects_total{}" in tools1
