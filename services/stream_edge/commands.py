@@ -224,7 +224,7 @@ class TaskService:
                         trace_id=trace_id,
                     )  # fmt: skip
                     _, after = await self.store.update(task_id, _with_last_event(seq))
-            log.info("task canceled", extra={"previous_state": before.state})
+                log.info("task canceled", extra={"previous_state": before.state})  # in the task's trace
         return after
 
     # ------------------------------------------------------------------ input
@@ -261,7 +261,7 @@ class TaskService:
                 _, record = await self.store.update(task_id, change)
                 work = WorkMessage(task_id=task_id, reason="resumed")
                 await self.bus.publish(subjects.work(task_id), encode(work), msg_id=f"{task_id}:run:r{ask.seq}")
-            log.info("task resumed", extra={"asked_at": ask.seq})
+                log.info("task resumed", extra={"asked_at": ask.seq})  # in the task's trace
         return record
 
     async def _check_ours(self, seq: int, data: TaskResumedData) -> None:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.nats_server import free_port
 from support.otlp_receiver import ReceivedSpan, SpanStore, http_receiver
-from support.stack import Stack, running_stack
+from support.stack import SERVICES, Stack, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -107,6 +107,16 @@ def is_ancestor(store: SpanStore, ancestor: ReceivedSpan, span: ReceivedSpan) ->
     return any(a.span_id == ancestor.span_id for a in store.ancestors(span))
 
 
+def task_log_lines(stack: Stack, task_id: str) -> list[dict[str, Any]]:
+    """Every JSON log line of every service that names the task."""
+    lines = []
+    for name in SERVICES:
+        for raw in stack.logs(name).splitlines():
+            if f'"task_id":"{task_id}"' in raw:
+                lines.append(json.loads(raw))
+    return lines
+
+
 def metric_samples(text: str) -> dict[str, float]:
     """`name{labels}` → value for every sample; parsing itself proves the exposition format is valid."""
     out: dict[str, float] = {}
@@ -193,6 +203,13 @@ async def test_a_task_with_a_tool_call_is_one_trace_across_edge_runner_and_tool_
     # No span name carries a task id: destinations are templated.
     assert not [s.name for s in spans if task_id in s.name]
 
+    # Every log line about the task, in every service, carries the task's trace id.
+    lines = task_log_lines(traced.stack, task_id)
+    assert {line["service"] for line in lines} >= {"stream-edge", "agent-runner"}
+    assert {line.get("trace_id") for line in lines} == {trace_id}, [
+        ln for ln in lines if ln.get("trace_id") != trace_id
+    ]
+
 
 async def test_an_event_stream_connection_is_its_own_trace_linked_to_the_task(traced: Traced) -> None:
     async with edge_client(traced) as client:
@@ -275,6 +292,8 @@ async def test_a_task_resumed_after_input_continues_the_same_trace(traced: Trace
     request = store.wait_for(lambda s: s.by_id(back.span_id), what="the input request's span")
     assert request.trace_id != trace_id and request.name == "POST /v1/tasks/{task_id}/input"
     assert first.links == () and second.links == ()  # a resume is new work, not a redelivery
+    resumed_logs = [ln for ln in task_log_lines(traced.stack, task_id) if ln["msg"] == "task resumed"]
+    assert [ln.get("trace_id") for ln in resumed_logs] == [trace_id]  # the edge logs it in the task's trace
 
 
 # ---------------------------------------------------------------- metrics
