@@ -11,21 +11,23 @@ stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from sluice import subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.errors import Unavailable
-from sluice.events import Event, decode_event, encode, event_type
+from sluice.events import TERMINAL_TYPES, Event, decode_event, encode, event_type
 from sluice.propagation import current_trace_id
 
-__all__ = ["EventWriter", "LogEntry", "oldest_event", "read_events", "read_log"]
+__all__ = ["EventWriter", "LogEntry", "follow_log", "oldest_event", "read_events", "read_log"]
 
 _DIRECT_GET = "$JS.API.DIRECT.GET." + subjects.EVENTS_STREAM
 
@@ -119,3 +121,51 @@ async def oldest_event(bus: Bus, task_id: str) -> LogEntry | None:
     async for entry in read_log(bus, task_id, batch=1):
         return entry
     return None
+
+
+async def follow_log(
+    bus: Bus,
+    task_id: str,
+    *,
+    after: int = 0,
+    until: frozenset[str] = TERMINAL_TYPES,
+    idle_timeout_s: float | None = None,
+) -> AsyncIterator[LogEntry]:
+    """Yields the task's events with sequence > `after`, in order, each once: first what is stored (`read_log`),
+    then the live ones through an ordered push consumer that starts right after the last one read (deduplicated
+    by sequence). Ends after an event whose type is in `until` (the terminal one by default), or when
+    `idle_timeout_s` (None: never) passes without an event; a caller that wants less closes the iterator.
+
+    For one-off readers (the A2A endpoint, tools): one consumer per call. The edge's stream hub has its own
+    shared, byte-level feed.
+    """
+    last = after
+    async for entry in read_log(bus, task_id, after=after):
+        last = entry.seq
+        yield entry
+        if entry.type in until:
+            return
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1)
+    try:
+        sub = await bus.js.subscribe(
+            subjects.events_of_task(task_id), stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise Unavailable("nats_unavailable", f"following task {task_id}: {type(exc).__name__}") from exc
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle_timeout_s)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return
+            seq = msg.metadata.sequence.stream
+            if seq <= last:
+                continue
+            last = seq
+            subject_type = subjects.event_type_of(msg.subject)
+            yield LogEntry(seq=seq, type=subject_type, payload=msg.data, headers=msg.headers or {})
+            if subject_type in until:
+                return
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()

@@ -1,0 +1,132 @@
+"""The agent card (`GET /.well-known/agent-card.json`): what Sluice offers an A2A client, and where.
+
+URLs come from the edge's `base_url` (`SLUICE_PUBLIC_URL`, else its own `http://host:port`), never from the
+request. One skill per agent and crew of the agent catalog (`agent_runner/agents.toml`, read through the
+agent-runner's own loader). The card is built once per (base URL, catalog file) and served from memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+from a2a.types import AgentCapabilities, AgentCard, AgentExtension, AgentInterface, AgentProvider, AgentSkill
+from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
+from google.protobuf import struct_pb2
+
+from agent_runner.agents import load_catalog
+from stream_edge.a2a.mapping import REPLAY_EXTENSION
+
+__all__ = [
+    "DEFAULT_AGENT",
+    "INPUT_MODES",
+    "JSONRPC_PATH",
+    "OUTPUT_MODES",
+    "REST_PREFIX",
+    "AgentEntry",
+    "agent_card",
+    "catalog_entries",
+]
+
+JSONRPC_PATH = "/a2a"
+# The HTTP+JSON binding lives under a prefix: its 0.3 paths (`/v1/tasks/{id}`, ...) would otherwise collide with
+# Sluice's own `/v1/tasks/{id}`, and its catch-all tenant routes with everything else.
+REST_PREFIX = "/a2a/rest"
+DEFAULT_AGENT = "assistant"
+INPUT_MODES = ["text/plain", "application/json"]
+OUTPUT_MODES = ["text/plain", "application/json"]
+
+_DESCRIPTION = (
+    "Sluice runs AI agent tasks as services over NATS JetStream and streams every task's events with durable, "
+    "exact replay. Each skill is a Sluice agent or crew; pick one with message metadata "
+    '{"agent": "<skill id>"} (default "assistant"). A task that needs the user ends its stream in '
+    "TASK_STATE_INPUT_REQUIRED; answer with a message carrying its taskId (text, or a data part "
+    '{"approve": true|false} for an approval).'
+)
+_REPLAY_DESCRIPTION = (
+    "Exact replay of task streams. Every SSE event of SendStreamingMessage / SubscribeToTask carries an `id:` line "
+    "(the Sluice event id, also in each event's metadata under this URI as `eventId`). SubscribeToTask with the "
+    "header `Last-Event-ID: <id>` continues a cut stream right after that event, on any edge replica: nothing is "
+    "repeated and nothing lost (no Task snapshot is re-sent; the stream resumes where it stopped)."
+)
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    name: str
+    description: str
+    crew: bool
+    tags: tuple[str, ...]
+
+
+def catalog_entries(agents_file: Path | None = None) -> list[AgentEntry]:
+    """The agents and crews clients may choose, as the agent-runner loads them."""
+    catalog = load_catalog(agents_file, default_model="")
+    entries = []
+    for name in catalog.names:
+        if name in catalog.crews:
+            stages = catalog.crews[name]
+            description = f"A crew: {', '.join(stages)}, in that order."
+            entries.append(AgentEntry(name, description, True, ("crew", name, *stages)))
+        else:
+            spec = catalog.agents[name]
+            description = spec.description or spec.instructions.splitlines()[0]
+            entries.append(AgentEntry(name, description, False, ("agent", name, *spec.tools)))
+    return entries
+
+
+def _skill(entry: AgentEntry) -> AgentSkill:
+    examples = {
+        "assistant": ["What is 17 * 23?", "Ask me which city to convert the temperature for."],
+        "dev-team": ["Design and write a function that reverses a linked list."],
+    }.get(entry.name, [])
+    return AgentSkill(
+        id=entry.name,
+        name=entry.name,
+        description=entry.description,
+        tags=list(entry.tags),
+        examples=examples,
+        input_modes=INPUT_MODES,
+        output_modes=OUTPUT_MODES,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sluice")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@functools.lru_cache(maxsize=8)
+def agent_card(base_url: str, agents_file: Path | None = None) -> AgentCard:
+    """The card for an edge reachable at `base_url`. Cached: build it freely."""
+    base = base_url.rstrip("/")
+    # 1.0 first: a 1.0 client picks those; a 0.3 client reads the legacy fields the SDK derives from the rest.
+    interfaces = [
+        AgentInterface(url=base + path, protocol_binding=binding.value, protocol_version=version)
+        for version in (PROTOCOL_VERSION_1_0, PROTOCOL_VERSION_0_3)
+        for binding, path in ((TransportProtocol.JSONRPC, JSONRPC_PATH), (TransportProtocol.HTTP_JSON, REST_PREFIX))
+    ]
+    params = struct_pb2.Struct()
+    params.update({"header": "Last-Event-ID", "metadataKey": REPLAY_EXTENSION, "metadataField": "eventId"})
+    return AgentCard(
+        name="Sluice",
+        description=_DESCRIPTION,
+        version=_version(),
+        provider=AgentProvider(organization="Sluice", url=base),
+        documentation_url=base + "/docs",
+        supported_interfaces=interfaces,
+        capabilities=AgentCapabilities(
+            streaming=True,
+            push_notifications=False,
+            extensions=[
+                AgentExtension(uri=REPLAY_EXTENSION, description=_REPLAY_DESCRIPTION, required=False, params=params)
+            ],
+        ),
+        default_input_modes=INPUT_MODES,
+        default_output_modes=OUTPUT_MODES,
+        skills=[_skill(entry) for entry in catalog_entries(agents_file)],
+    )

@@ -1,0 +1,451 @@
+"""The A2A request handler: every A2A method as a call on `TaskService` and a read of the task's event log.
+
+The SDK's default handler keeps tasks in its own store and queues; Sluice's truth is the KV record and the event
+log, shared by every edge replica, so this handler implements `RequestHandler` directly and lets the SDK do only
+what it is good at: parsing, validation, the JSON-RPC / HTTP+JSON wire formats and their error codes.
+
+Streams (SendStreamingMessage, SubscribeToTask) are built the same way everywhere: fold the stored events up to a
+start position into a `TaskProjection`, send the Task snapshot (unless resuming), then follow the log from that
+position and send what each event becomes, until a terminal or interrupted state. Because every position is an
+event id, a stream started on any replica, at any time, and a stream resumed with `Last-Event-ID`, are exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.request_handler import RequestHandler, validate_request_params
+from a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
+    GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+    TaskPushNotificationConfig,
+    TaskState,
+    TaskStatus,
+)
+from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
+    ExtendedAgentCardNotConfiguredError,
+    InvalidParamsError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from a2a.utils.task import apply_history_length, validate_history_length, validate_page_size
+from google.protobuf.json_format import MessageToDict
+
+from sluice.bus import Bus
+from sluice.errors import Conflict, InvalidInput, Unavailable
+from sluice.eventlog import LogEntry, follow_log, read_log
+from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event
+from sluice.ids import parse_event_id, parse_task_id
+from stream_edge import logview
+from stream_edge.a2a.card import DEFAULT_AGENT, catalog_entries
+from stream_edge.a2a.errors import translated, translated_stream
+from stream_edge.a2a.listing import all_records, context_of, page_of, prior_turns
+from stream_edge.a2a.mapping import A2A_STATE, REPLAY_EXTENSION, StreamEvent, TaskProjection
+from stream_edge.runtime import EdgeRuntime
+
+__all__ = ["EDGE_STATE_KEY", "SluiceRequestHandler"]
+
+log = logging.getLogger(__name__)
+
+# Where the route's context builder puts the edge runtime in `ServerCallContext.state`.
+EDGE_STATE_KEY = "sluice.edge"
+_YES = frozenset({"y", "yes", "approve", "approved", "ok", "allow", "true"})
+_NO = frozenset({"n", "no", "deny", "denied", "reject", "rejected", "false"})
+
+
+def _state_name(state: str) -> str:
+    return TaskState.Name(A2A_STATE[state])
+
+
+def _task_id(value: str, field: str = "id") -> str:
+    try:
+        return parse_task_id(value)
+    except InvalidInput as exc:
+        raise InvalidParamsError(message=exc.message, data={"field": field, "code": exc.code}) from None
+
+
+def _user_input(message: Message) -> tuple[str, bool | None]:
+    """A user message's text (its text parts, and data parts as JSON), and the approval decision it carries."""
+    texts: list[str] = []
+    approve: bool | None = None
+    for part in message.parts:
+        kind = part.WhichOneof("content")
+        if kind == "text":
+            texts.append(part.text)
+        elif kind == "data":
+            value = MessageToDict(part.data)
+            if isinstance(value, dict) and isinstance(value.get("approve"), bool):
+                approve = value["approve"]
+            else:
+                texts.append(json.dumps(value, ensure_ascii=False))
+        else:
+            raise ContentTypeNotSupportedError(
+                message=f"{kind} parts are not supported: send text (text/plain) or data (application/json) parts",
+                data={"part": kind},
+            )
+    return "\n".join(texts), approve
+
+
+def _decision(text: str) -> bool:
+    word = text.strip().lower().rstrip(".!")
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise InvalidParamsError(
+        message='this task waits for an approval: answer "yes" or "no", or send a data part {"approve": true|false}',
+        data={"field": "message.parts"},
+    )
+
+
+def _metadata(params: SendMessageRequest) -> dict[str, Any]:
+    merged: dict[str, Any] = MessageToDict(params.metadata) if params.HasField("metadata") else {}
+    if params.message.HasField("metadata"):
+        merged.update(MessageToDict(params.message.metadata))
+    return merged
+
+
+def _apply(projection: TaskProjection, entry: LogEntry) -> StreamEvent | None:
+    try:
+        event = entry.decode()
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        log.warning("skipping an event A2A cannot read (%s): %s", entry.type, exc, extra={"seq": entry.seq})
+        projection.seq = entry.seq
+        return None
+    return projection.apply(entry.seq, event)
+
+
+class SluiceRequestHandler(RequestHandler):
+    """Serves A2A over Sluice tasks. Stateless: any replica serves any task."""
+
+    def __init__(self, agents_file: Path | None = None) -> None:
+        self._agents_file = agents_file
+
+    # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _edge(context: ServerCallContext) -> EdgeRuntime:
+        edge = context.state.get(EDGE_STATE_KEY)
+        if not isinstance(edge, EdgeRuntime):
+            raise Unavailable("starting", "the edge is starting or stopping")
+        return edge
+
+    def _agents(self) -> list[str]:
+        return [entry.name for entry in catalog_entries(self._agents_file)]
+
+    async def _record(self, edge: EdgeRuntime, task_id: str) -> TaskRecord:
+        record = await edge.tasks.find(task_id)
+        if record is None:
+            raise TaskNotFoundError(message=f"no task {task_id}", data={"taskId": task_id})
+        return record
+
+    @staticmethod
+    async def _fold(bus: Bus, projection: TaskProjection, *, upto: int | None = None) -> None:
+        """Folds the stored events (those with id <= `upto`, or all) into the projection."""
+        async for entry in read_log(bus, projection.task_id):
+            if upto is not None and entry.seq > upto:
+                break
+            _apply(projection, entry)
+        if upto is not None:
+            projection.seq = max(projection.seq, upto)
+
+    async def _task(self, edge: EdgeRuntime, record: TaskRecord) -> Task:
+        projection = TaskProjection(task_id=record.id, context_id=record.context_id)
+        await self._fold(edge.bus, projection)
+        return projection.snapshot(state=record.state)
+
+    async def _stream(
+        self, edge: EdgeRuntime, record: TaskRecord, *, start: int | None, snapshot: bool
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The A2A stream of a task from `start` (None: from what exists now), ending at a final state."""
+        projection = TaskProjection(task_id=record.id, context_id=record.context_id)
+        await self._fold(edge.bus, projection, upto=start)
+        position = projection.seq
+        if snapshot:
+            yield projection.snapshot()
+        if projection.final and await self._nothing_after(edge.bus, record.id, position):
+            return
+        async for entry in follow_log(edge.bus, record.id, after=position):
+            event = _apply(projection, entry)
+            if event is not None:
+                yield event
+            if projection.final:
+                return
+
+    @staticmethod
+    async def _nothing_after(bus: Bus, task_id: str, position: int) -> bool:
+        async for _ in read_log(bus, task_id, after=position, batch=1):
+            return False
+        return True
+
+    # ------------------------------------------------------------------ messages
+
+    async def _accept(self, edge: EdgeRuntime, params: SendMessageRequest) -> tuple[TaskRecord, int]:
+        """Starts a task, or answers the one the message names. Returns its record and the id the stream starts
+        after (the `task.submitted` / `task.resumed` this message caused)."""
+        validate_history_length(params.configuration)
+        message = params.message
+        if message.role != Role.ROLE_USER:
+            raise InvalidParamsError(message="message.role must be ROLE_USER", data={"field": "message.role"})
+        if message.task_id:
+            record = await self._answer(edge, message)
+        else:
+            record = await self._submit(edge, params)
+        return record, int(record.last_event_id or 0)
+
+    async def _submit(self, edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
+        message = params.message
+        text, _ = _user_input(message)
+        if not text.strip():
+            raise InvalidParamsError(message="the message has no text", data={"field": "message.parts"})
+        meta = _metadata(params)
+        agent = meta.pop("agent", DEFAULT_AGENT)
+        known = self._agents()
+        if agent not in known:
+            raise InvalidParamsError(
+                message=f"unknown agent {agent!r}: choose a skill id of the agent card", data={"known": known}
+            )
+        try:
+            budget = msgspec.convert(meta.pop("budget", {}), Budget)
+        except msgspec.ValidationError as exc:
+            raise InvalidParamsError(message=f"metadata.budget: {exc}", data={"field": "metadata.budget"}) from None
+        history = prior_turns(await all_records(edge.store), message.context_id) if message.context_id else []
+        a2a_meta: dict[str, Any] = {"messageId": message.message_id}
+        if meta:
+            a2a_meta["metadata"] = meta
+        request = TaskSubmittedData(
+            input=text,
+            agent=agent,
+            history=history,
+            metadata={"a2a": a2a_meta},
+            budget=budget,
+            context_id=message.context_id or str(uuid.uuid4()),
+        )
+        # A repeated message (a client retrying after a lost response) is the same task, not a second one.
+        key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
+        return await edge.tasks.submit(request, idempotency_key=key)
+
+    async def _answer(self, edge: EdgeRuntime, message: Message) -> TaskRecord:
+        task_id = _task_id(message.task_id, "message.taskId")
+        record = await self._record(edge, task_id)
+        if message.context_id and message.context_id != context_of(record):
+            raise InvalidParamsError(
+                message=f"context {message.context_id} is not the context of task {task_id} ({context_of(record)})",
+                data={"field": "message.contextId"},
+            )
+        if record.terminal:
+            raise UnsupportedOperationError(
+                message=f"Task {task_id} is in terminal state: {_state_name(record.state)}; "
+                f"continue the conversation with a new message in context {context_of(record)}",
+                data={"taskId": task_id, "state": _state_name(record.state)},
+            )
+        if record.state != "input-required":
+            raise UnsupportedOperationError(
+                message=f"Task {task_id} is {_state_name(record.state)}: it takes a message only while it waits for "
+                "input (TASK_STATE_INPUT_REQUIRED)",
+                data={"taskId": task_id, "state": _state_name(record.state)},
+            )
+        text, approve = _user_input(message)
+        ask = await logview.last_of_type(edge.bus, task_id, "task.input_required")
+        asked = decode_event(ask.payload) if ask is not None else None
+        if isinstance(asked, TaskInputRequired) and asked.data.kind == "approval":
+            decision = approve if approve is not None else _decision(text)
+            return await edge.tasks.provide_input(task_id, approve=decision)
+        if not text.strip():
+            raise InvalidParamsError(message="the answer has no text", data={"field": "message.parts"})
+        return await edge.tasks.provide_input(task_id, text=text)
+
+    @validate_request_params
+    @translated
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        edge = self._edge(context)
+        record, start = await self._accept(edge, params)
+        if params.configuration.return_immediately:
+            task = await self._task(edge, record)
+        else:
+            projection = TaskProjection(task_id=record.id, context_id=record.context_id)
+            async for entry in follow_log(edge.bus, record.id):
+                _apply(projection, entry)
+                if entry.seq >= start and projection.final:
+                    break
+            task = projection.snapshot()
+        return apply_history_length(task, params.configuration)
+
+    @validate_request_params
+    @translated_stream
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[StreamEvent, None]:
+        edge = self._edge(context)
+        record, start = await self._accept(edge, params)
+        first = True
+        async for event in self._stream(edge, record, start=start, snapshot=True):
+            if first and isinstance(event, Task):
+                event = apply_history_length(event, params.configuration)
+            first = False
+            yield event
+
+    # ------------------------------------------------------------------ tasks
+
+    @validate_request_params
+    @translated
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        validate_history_length(params)
+        edge = self._edge(context)
+        record = await self._record(edge, _task_id(params.id))
+        return apply_history_length(await self._task(edge, record), params)
+
+    @validate_request_params
+    @translated
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        validate_history_length(params)
+        if params.HasField("page_size"):
+            validate_page_size(params.page_size)
+        edge = self._edge(context)
+        page = page_of(await all_records(edge.store), params)
+        wants_log = params.include_artifacts or (params.HasField("history_length") and params.history_length > 0)
+        tasks = []
+        for record in page.records:
+            if wants_log:
+                task = apply_history_length(await self._task(edge, record), params)
+                if not params.include_artifacts:
+                    task.ClearField("artifacts")
+            else:
+                task = _record_task(record)
+            tasks.append(task)
+        return ListTasksResponse(
+            tasks=tasks, next_page_token=page.next_page_token, page_size=page.page_size, total_size=page.total_size
+        )
+
+    @validate_request_params
+    @translated
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        edge = self._edge(context)
+        task_id = _task_id(params.id)
+        record = await self._record(edge, task_id)
+        reason = MessageToDict(params.metadata).get("reason") if params.HasField("metadata") else None
+        if not record.terminal:
+            try:
+                record = await edge.tasks.cancel(
+                    task_id, reason if isinstance(reason, str) else "canceled by A2A client"
+                )
+                return await self._task(edge, record)
+            except Conflict:
+                record = await self._record(edge, task_id)
+                if record.state == "canceled":  # another client's cancel won the race: the outcome asked for
+                    return await self._task(edge, record)
+        raise TaskNotCancelableError(
+            message=f"Task {task_id} is in terminal state: {_state_name(record.state)}",
+            data={"taskId": task_id, "state": _state_name(record.state)},
+        )
+
+    @validate_request_params
+    @translated_stream
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[StreamEvent, None]:
+        edge = self._edge(context)
+        task_id = _task_id(params.id)
+        record = await self._record(edge, task_id)
+        resume = _last_event_id(context)
+        if resume is None:
+            if record.terminal:
+                raise UnsupportedOperationError(
+                    message=f"Task {task_id} is in terminal state: {_state_name(record.state)}",
+                    data={"taskId": task_id, "state": _state_name(record.state)},
+                )
+            stream = self._stream(edge, record, start=None, snapshot=True)
+        else:
+            await _check_not_future(edge, record, resume)
+            if record.terminal and await self._nothing_after(edge.bus, task_id, resume):
+                raise UnsupportedOperationError(
+                    message=f"Task {task_id} is in terminal state: {_state_name(record.state)}, and its stream has "
+                    f"nothing after event {resume}",
+                    data={"taskId": task_id, "state": _state_name(record.state), "lastEventId": str(resume)},
+                )
+            stream = self._stream(edge, record, start=resume, snapshot=False)
+        async for event in stream:
+            yield event
+
+    # ------------------------------------------------------------------ not offered
+
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        raise PushNotificationNotSupportedError
+
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        raise PushNotificationNotSupportedError
+
+    async def on_get_extended_agent_card(
+        self, params: GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> AgentCard:
+        raise ExtendedAgentCardNotConfiguredError
+
+
+def _record_task(record: TaskRecord) -> Task:
+    """A task as its record alone tells it (ListTasks without history or artifacts: no log read)."""
+    status = TaskStatus(state=A2A_STATE[record.state])
+    status.timestamp.FromJsonString(record.updated_at)
+    task = Task(id=record.id, context_id=context_of(record), status=status)
+    task.metadata.update({"agent": record.agent, REPLAY_EXTENSION: {"eventId": record.last_event_id or "0"}})
+    return task
+
+
+def _last_event_id(context: ServerCallContext) -> int | None:
+    headers = context.state.get("headers") or {}
+    raw = headers.get("last-event-id") or headers.get("Last-Event-ID")
+    if raw is None or not str(raw).strip():
+        return None
+    try:
+        return parse_event_id(str(raw).strip(), field="Last-Event-ID")
+    except InvalidInput as exc:
+        raise InvalidParamsError(message=exc.message, data={"header": "Last-Event-ID"}) from None
+
+
+async def _check_not_future(edge: EdgeRuntime, record: TaskRecord, after: int) -> None:
+    """Resuming after an id no event has yet would silently skip the events written in between."""
+    if record.last_event_id is not None and after <= int(record.last_event_id):
+        return
+    end = await logview.log_end(edge.bus)
+    if after > end:
+        raise InvalidParamsError(
+            message=f"event id {after} does not exist yet (the log ends at {end}); resume from an id you received",
+            data={"header": "Last-Event-ID"},
+        )

@@ -1,0 +1,127 @@
+"""Many tasks at once: ListTasks pages and a context's earlier turns, from one scan of the task records.
+
+The scan reads the latest record of every task in the KV bucket through one watcher (an ordered consumer with
+last-per-subject delivery), so it costs one pass over the bucket — fine for the task counts one Sluice holds
+while the bucket's history retains them, and stated as the limit of ListTasks in docs/a2a.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import nats.errors
+from a2a.types import ListTasksRequest
+from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
+from a2a.utils.errors import InvalidParamsError
+
+from sluice.errors import Unavailable
+from sluice.events import HistoryMessage, TaskRecord, decode_record
+from sluice.ids import is_task_id
+from sluice.records import TaskStore
+from stream_edge.a2a.mapping import A2A_STATE
+
+__all__ = ["Page", "all_records", "context_of", "page_of", "prior_turns"]
+
+_SCAN_TIMEOUT_S = 10.0
+MAX_PRIOR_TURNS = 20
+
+
+def context_of(record: TaskRecord) -> str:
+    """A task submitted without a context (the native API) is its own context."""
+    return record.context_id or record.id
+
+
+async def all_records(store: TaskStore) -> list[TaskRecord]:
+    """The current record of every task in the bucket."""
+    records: list[TaskRecord] = []
+    try:
+        async with asyncio.timeout(_SCAN_TIMEOUT_S):
+            watcher = await store.kv.watchall(ignore_deletes=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the watcher's "that is everything that exists" marker
+                        break
+                    if entry.value is None or not is_task_id(entry.key):
+                        continue  # idempotency keys and the like
+                    try:
+                        records.append(decode_record(entry.value))
+                    except msgspec.DecodeError:
+                        continue
+            finally:
+                await watcher.stop()
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise Unavailable("nats_unavailable", f"listing tasks: {type(exc).__name__}") from exc
+    return records
+
+
+def _when(ts: str) -> datetime:
+    return datetime.fromisoformat(ts)
+
+
+def _token(record: TaskRecord) -> str:
+    raw = json.dumps([record.updated_at, record.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        updated_at, task_id = json.loads(raw)
+        _when(updated_at)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidParamsError(
+            message="pageToken is not one this server issued", data={"field": "pageToken"}
+        ) from exc
+    if not isinstance(updated_at, str) or not isinstance(task_id, str):
+        raise InvalidParamsError(message="pageToken is not one this server issued", data={"field": "pageToken"})
+    return updated_at, task_id
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[TaskRecord]
+    next_page_token: str
+    page_size: int
+    total_size: int
+
+
+def page_of(records: Iterable[TaskRecord], params: ListTasksRequest) -> Page:
+    """Filter, order (most recently updated first, then by id) and cut one page, as ListTasks specifies."""
+    chosen = list(records)
+    if params.context_id:
+        chosen = [r for r in chosen if context_of(r) == params.context_id]
+    if params.status:
+        chosen = [r for r in chosen if A2A_STATE[r.state] == params.status]
+    if params.HasField("status_timestamp_after"):
+        after = params.status_timestamp_after.ToDatetime(tzinfo=UTC)
+        chosen = [r for r in chosen if _when(r.updated_at) >= after]
+    chosen.sort(key=lambda r: (_when(r.updated_at), r.id), reverse=True)
+    total = len(chosen)
+    if params.page_token:
+        updated_at, task_id = _cursor(params.page_token)
+        key = (_when(updated_at), task_id)
+        chosen = [r for r in chosen if (_when(r.updated_at), r.id) < key]
+    size = params.page_size if params.HasField("page_size") else DEFAULT_LIST_TASKS_PAGE_SIZE
+    page = chosen[:size]
+    next_token = _token(page[-1]) if len(chosen) > size else ""
+    return Page(records=page, next_page_token=next_token, page_size=size, total_size=total)
+
+
+def prior_turns(records: Iterable[TaskRecord], context_id: str) -> list[HistoryMessage]:
+    """The conversation so far in a context: each completed task's input and output, oldest first."""
+    done = sorted(
+        (r for r in records if context_of(r) == context_id and r.state == "completed" and r.output),
+        key=lambda r: (r.created_at, r.id),
+    )[-MAX_PRIOR_TURNS:]
+    history: list[HistoryMessage] = []
+    for record in done:
+        history.append(HistoryMessage(role="user", content=record.input))
+        history.append(HistoryMessage(role="assistant", content=record.output or ""))
+    return history
