@@ -296,6 +296,30 @@ async def test_a_task_resumed_after_input_continues_the_same_trace(traced: Trace
     assert [ln.get("trace_id") for ln in resumed_logs] == [trace_id]  # the edge logs it in the task's trace
 
 
+async def test_a_cancel_runs_in_the_task_trace_and_links_to_the_request(traced: Traced) -> None:
+    async with edge_client(traced) as client:
+        task_id = await submit(client, "tell me about NATS streams [fault:slow:200]")
+        started = await events_until(client, task_id, {"llm.delta"} | TERMINAL)
+        assert started[-1]["type"] == "llm.delta", started[-1]
+        canceled = await client.post(f"/v1/tasks/{task_id}/cancel")
+        assert canceled.status_code == 202, canceled.text
+        rest = await events_until(client, task_id, TERMINAL, after=started[-1]["id"])
+    events = started + rest
+    assert events[-1]["type"] == "task.canceled"
+    trace_id = events[0]["trace_id"]
+    assert {e["trace_id"] for e in events} == {trace_id}
+
+    store = traced.spans
+    cancel = store.wait_for(
+        lambda s: s.spans(trace_id=trace_id, name="cancel task", service=EDGE), what="the cancel span"
+    )[0]
+    notice = one(store.spans(trace_id=trace_id, name="send sluice.ctl.{task_id}"), "cancel notice")
+    assert notice.parent_span_id == cancel.span_id
+    (back,) = cancel.links
+    request = store.wait_for(lambda s: s.by_id(back.span_id), what="the cancel request's span")
+    assert request.name == "POST /v1/tasks/{task_id}/cancel" and request.trace_id != trace_id
+
+
 # ---------------------------------------------------------------- metrics
 
 
