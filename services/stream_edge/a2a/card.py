@@ -61,8 +61,9 @@ class AgentEntry:
     tags: tuple[str, ...]
 
 
-def catalog_entries(agents_file: Path | None = None) -> list[AgentEntry]:
-    """The agents and crews clients may choose, as the agent-runner loads them."""
+@functools.lru_cache(maxsize=8)
+def catalog_entries(agents_file: Path | None = None) -> tuple[AgentEntry, ...]:
+    """The agents and crews clients may choose, as the agent-runner loads them (read once per file)."""
     catalog = load_catalog(agents_file, default_model="")
     entries = []
     for name in catalog.names:
@@ -74,7 +75,7 @@ def catalog_entries(agents_file: Path | None = None) -> list[AgentEntry]:
             spec = catalog.agents[name]
             description = spec.description or spec.instructions.splitlines()[0]
             entries.append(AgentEntry(name, description, False, ("agent", name, *spec.tools)))
-    return entries
+    return tuple(entries)
 
 
 def _skill(entry: AgentEntry) -> AgentSkill:

@@ -17,7 +17,6 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -46,6 +45,7 @@ from a2a.types import (
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
     ExtendedAgentCardNotConfiguredError,
+    InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
@@ -142,9 +142,6 @@ def _apply(projection: TaskProjection, entry: LogEntry) -> StreamEvent | None:
 class SluiceRequestHandler(RequestHandler):
     """Serves A2A over Sluice tasks. Stateless: any replica serves any task."""
 
-    def __init__(self, agents_file: Path | None = None) -> None:
-        self._agents_file = agents_file
-
     # ------------------------------------------------------------------ plumbing
 
     @staticmethod
@@ -154,8 +151,12 @@ class SluiceRequestHandler(RequestHandler):
             raise Unavailable("starting", "the edge is starting or stopping")
         return edge
 
-    def _agents(self) -> list[str]:
-        return [entry.name for entry in catalog_entries(self._agents_file)]
+    @staticmethod
+    def _agents(edge: EdgeRuntime) -> list[str]:
+        try:
+            return [entry.name for entry in catalog_entries(edge.settings.agents_file)]
+        except InvalidInput as exc:  # a bad SLUICE_AGENTS_FILE is the server's problem, not the request's
+            raise InternalError(message=exc.message, data={"code": exc.code}) from None
 
     async def _record(self, edge: EdgeRuntime, task_id: str) -> TaskRecord:
         record = await edge.tasks.find(task_id)
@@ -224,7 +225,7 @@ class SluiceRequestHandler(RequestHandler):
             raise InvalidParamsError(message="the message has no text", data={"field": "message.parts"})
         meta = _metadata(params)
         agent = meta.pop("agent", DEFAULT_AGENT)
-        known = self._agents()
+        known = self._agents(edge)
         if agent not in known:
             raise InvalidParamsError(
                 message=f"unknown agent {agent!r}: choose a skill id of the agent card", data={"known": known}

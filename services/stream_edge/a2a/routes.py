@@ -121,7 +121,7 @@ class _Rest(RestDispatcher):
 
 async def _card(request: Request) -> Response:
     settings: EdgeSettings = request.app.state.settings
-    card = agent_card(settings.base_url)
+    card = agent_card(settings.base_url, settings.agents_file)
     return JSONResponse(agent_card_to_dict(card), headers={"Cache-Control": "public, max-age=60"})
 
 
