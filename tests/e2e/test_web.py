@@ -35,6 +35,8 @@ pytestmark = [
 
 if os.path.exists(CHROMIUM):
     from playwright.async_api import Browser, Page, async_playwright, expect
+
+    expect.set_options(timeout=30_000)  # a loaded machine runs the whole suite alongside
 else:  # pragma: no cover - skipped above
     Browser = Page = object  # type: ignore[assignment,misc]
 

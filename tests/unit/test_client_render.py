@@ -116,3 +116,33 @@ def test_unavailable_keeps_retry_after_and_transport_errors_read_as_a_sentence()
     assert error_from_transport(refused, "http://h:1").message == (
         "cannot reach the Sluice edge at http://h:1: connection refused"
     )
+
+
+def test_live_view_drops_a_retried_step_silently_while_it_is_still_in_the_live_area() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=60, height=20, color_system=None)
+    view, t = LiveView(console), Transcript()
+    task = new_task_id()
+    first = scripted_events(task)[0]
+
+    def at(cls: type[ev.Event], data: object, i: int) -> ev.Event:
+        return cls(task_id=task, ts=first.ts, source="t", data=data, id=str(i))  # type: ignore[call-arg]
+
+    usage = ev.Usage()
+    events = [
+        first,
+        at(ev.LlmStarted, ev.LlmStartedData(step=1, attempt=1, model="m", agent="a"), 200),
+        at(ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=1, text="half an ans"), 201),
+        at(ev.LlmStarted, ev.LlmStartedData(step=1, attempt=2, model="m", agent="a"), 202),
+        at(ev.LlmDelta, ev.LlmDeltaData(step=1, attempt=2, text="the final answer"), 203),
+        at(ev.LlmCompleted, ev.LlmCompletedData(step=1, attempt=2, content="the final answer", tool_calls=[],
+                                                usage=usage, finish_reason="stop"), 204),
+        at(ev.TaskCompleted, ev.TaskCompletedData(output="the final answer", usage=usage), 205),
+    ]  # fmt: skip
+    view.start()
+    for event in events:
+        for update in t.apply(event):
+            view.update(update, t)
+    view.stop()
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "retried" not in output
+    assert t.text == "the final answer"

@@ -112,3 +112,13 @@ def test_a_gap_is_reported_and_does_not_count_as_the_first_event() -> None:
     t, kinds = fold([gap, started(1, 1, 40)])
     assert kinds == ["gap"]
     assert t.first_ts is not None
+
+
+def test_a_new_attempt_after_an_answer_is_not_a_recovery_but_one_without_is() -> None:
+    events = scripted_events(TASK, ask="Name?")
+    resumed = next(i for i, e in enumerate(events) if isinstance(e, ev.TaskResumed))
+    after_answer = make(ev.TaskStarted, ev.TaskStartedData(attempt=2, runner="r2"), 10_000)
+    crash = make(ev.TaskStarted, ev.TaskStartedData(attempt=3, runner="r3"), 10_001)
+    t, kinds = fold([*events[: resumed + 1], after_answer, crash])
+    assert kinds[-2:] == ["state", "recovered"]
+    assert t.attempt == 3

@@ -111,6 +111,7 @@
       this.tools = new Map(); // call_id -> card parts
       this.state = "submitted";
       this.stage = null;
+      this.resuming = false;
       this.usage = { input_tokens: 0, output_tokens: 0, cost_usd: 0 };
       this.firstTs = null;
       this.endTs = null;
@@ -198,8 +199,10 @@
           ui.taskAgent.textContent = d.agent;
           break;
         case "task.started":
+          // attempt > 1 after an answer is just the task going on; without one, a runner stopped mid-way
+          if (d.attempt > 1 && !this.resuming) this.note(`Another runner took the task over (attempt ${d.attempt})`);
           this.state = "working";
-          if (d.attempt > 1) this.note(`Resumed on a runner (attempt ${d.attempt})`);
+          this.resuming = false;
           break;
         case "agent.started":
           this.stage = d;
@@ -255,6 +258,7 @@
           break;
         case "task.resumed":
           this.state = "working";
+          this.resuming = true;
           this.hideInput();
           this.note(d.approved === true ? "› approved" : d.approved === false ? "› denied" : `› ${d.input}`, "answer");
           break;

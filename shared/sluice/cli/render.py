@@ -97,8 +97,8 @@ def lines_for(update: Update, t: Transcript) -> list[Text]:
     """Whole lines to print for an update; streamed text (`text`) is not a line and yields none."""
     e = update.event
     kind = update.kind
-    if kind == "state" and isinstance(e, ev.TaskStarted) and e.data.attempt > 1:
-        return [Text(f"↻ the task resumed on a runner (attempt {e.data.attempt})", style="dim")]
+    if kind == "recovered" and isinstance(e, ev.TaskStarted):
+        return [Text(f"↻ another runner took the task over (attempt {e.data.attempt})", style="dim")]
     if kind == "stage_started" and update.stage is not None:
         return [Text.assemble(("▸ ", "cyan"), (update.stage.label, "bold cyan"))]
     if kind == "restart" and update.step is not None:

@@ -97,6 +97,8 @@ class LiveView:
         self._commit_all()
         for line in lines_for(update, t):
             self._print(line)
+        if update.kind == "restart" and update.step is self._step:
+            self._step_committed = False  # the new attempt starts with nothing above
         self.refresh()
 
     def connection_status(self, status: str, detail: str) -> None:

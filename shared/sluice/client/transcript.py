@@ -14,7 +14,9 @@ superseded attempt), so a renderer only has to say how each kind of update looks
     input_required  the task waits for an answer or approval  (event)
     resumed         the answer arrived                        (event)
     budget          a budget warning or breach                (event)
-    state           submitted / started (attempt n)           (event)
+    state           submitted / started                       (event)
+    recovered       another runner took the task over after
+                    one stopped mid-way (attempt n)           (event)
     gap             the log no longer holds earlier events    (event)
     snapshot        a late joiner's view of the record        (event)
     end             the terminal event                        (event)
@@ -48,6 +50,7 @@ UpdateKind = Literal[
     "resumed",
     "budget",
     "state",
+    "recovered",
     "gap",
     "snapshot",
     "end",
@@ -121,6 +124,7 @@ class Transcript:
     first_ts: str | None = None
     end_ts: str | None = None
     last_id: int | None = None
+    _resuming: bool = False  # a task.resumed came: the next task.started is the answer's, not a recovery
 
     # ------------------------------------------------------------------ derived views
 
@@ -179,8 +183,9 @@ class Transcript:
 
     def _on_started(self, e: Event) -> list[Update]:
         assert isinstance(e, ev.TaskStarted)
-        self.attempt, self.state = e.data.attempt, "working"
-        return [Update("state", e)]
+        recovered = e.data.attempt > 1 and not self._resuming
+        self.attempt, self.state, self._resuming = e.data.attempt, "working", False
+        return [Update("recovered" if recovered else "state", e)]
 
     def _on_agent_started(self, e: Event) -> list[Update]:
         assert isinstance(e, ev.AgentStarted)
@@ -285,7 +290,7 @@ class Transcript:
 
     def _on_resumed(self, e: Event) -> list[Update]:
         assert isinstance(e, ev.TaskResumed)
-        self.state, self.input_request = "working", None
+        self.state, self.input_request, self._resuming = "working", None, True
         return [Update("resumed", e)]
 
     def _on_budget(self, e: Event) -> list[Update]:
