@@ -94,7 +94,7 @@ Outcome = Completed | Failed | Paused | Interrupted
 
 @dataclass(frozen=True)
 class LoopConfig:
-    delta_window_s: float = 0.015
+    delta_window_s: float = 0.025
     model_max_attempts: int = 4
     backoff_s: float = 0.5
     backoff_max_s: float = 8.0
