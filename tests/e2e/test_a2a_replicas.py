@@ -7,6 +7,7 @@ nothing and repeating nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,37 @@ async def test_many_clients_on_two_processes_see_the_same_stream(stack: Stack, s
 
     seen = await asyncio.gather(*(watch(base, b) for base in (stack.edge_url, second_edge) for b in BINDINGS))
     assert all(s == seen[0] for s in seen) and seen[0]
+
+
+async def test_sigterm_ends_open_a2a_streams_promptly_and_the_client_resumes_elsewhere(
+    stack: Stack, tmp_path: Path
+) -> None:
+    import time
+
+    leaving, leaving_url = edge_process(tmp_path, stack.nats_url)
+    try:
+        task_id = await start_slow_task(stack.edge_url)
+        async with httpx.AsyncClient(timeout=30) as http:
+            stream = await open_stream(http, leaving_url, "JSONRPC", task_id)
+            before: list[tuple[str, dict[str, Any]]] = []
+            stopping: asyncio.Task[int] | None = None
+            started = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                async for event in sse_events(stream):
+                    if event.event == "error":
+                        break
+                    before.append((str(event.id), event.data))
+                    if len(before) == 2:
+                        started = time.monotonic()
+                        stopping = asyncio.create_task(asyncio.to_thread(leaving.terminate, 15.0))
+            await stream.aclose()
+            assert stopping is not None
+            assert await stopping == 0
+            assert time.monotonic() - started < 10  # the shutdown grace, not the task's length
+            assert state_of(before[-1][1]) not in TERMINAL
+            after = await read(await open_stream(http, stack.edge_url, "JSONRPC", task_id, before[-1][0]))
+            replay = await read(await open_stream(http, stack.edge_url, "JSONRPC", task_id, before[0][0]))
+    finally:
+        leaving.kill()
+    assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+    assert [result_of(d) for _, d in before[1:] + after] == [result_of(d) for _, d in replay]
