@@ -124,7 +124,10 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Accept", "Content-Type", "Last-Event-ID", "Idempotency-Key", "traceparent", "tracestate"],
+            allow_headers=[
+                *("Accept", "Content-Type", "Last-Event-ID", "Idempotency-Key", "traceparent", "tracestate"),
+                *("A2A-Version", "A2A-Extensions"),  # the A2A endpoint's request headers
+            ],
             expose_headers=["Location", "Retry-After"],
             max_age=600,
         )
