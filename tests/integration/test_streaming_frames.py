@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-from stream_edge.streaming import frames
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client
+
+from stream_edge.streaming import frames, natsfast
 
 
 def test_served_json_splices_the_id_without_decoding() -> None:
@@ -44,3 +48,21 @@ def test_keepalives_and_preamble() -> None:
     assert frames.SSE_KEEPALIVE == b": keep-alive\n\n"
     beat = json.loads(frames.ndjson_heartbeat("2026-01-01T00:00:00.000Z"))
     assert beat == {"type": "heartbeat", "ts": "2026-01-01T00:00:00.000Z"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=12) | st.sampled_from(["Nats-Msg-Id"]),
+            st.sampled_from([":", ": ", ":\t", " : ", ""]),
+            st.text(max_size=12),
+        ),
+        max_size=6,
+    ),
+    st.binary(max_size=8),
+)
+def test_fast_header_parser_equals_the_nats_client_parser(lines: list[tuple[str, str, str]], noise: bytes) -> None:
+    raw = b"\r\n".join(name.encode() + sep.encode() + value.encode() for name, sep, value in lines) + noise
+    raw = raw + b"\r\n\r\n"
+    assert natsfast.header_lines(raw) == Client._parse_header_lines(raw)

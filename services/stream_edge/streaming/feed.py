@@ -45,6 +45,9 @@ RING_EVENTS = 512
 RING_BYTES = 512 * 1024
 # One send never carries more than this; a client further behind gets several.
 MAX_CHUNK_BYTES = 256 * 1024
+# Clients waiting on a feed are woken at most this often: an event after a quiet spell goes out at once, a busy
+# feed's events go out in batches (one send per client per interval instead of one per event).
+WAKE_INTERVAL_S = 0.010
 _STALE_AFTER_S = 3 * FEED_HEARTBEAT_S
 
 
@@ -94,6 +97,8 @@ class Feed:
         self._total = 0
         self._check_at = 0  # recheck client lags once _total passes this
         self._waiting: list[Subscriber] = []
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._last_wake = 0.0
         self._joined: tuple[Format, int, int, bytes] | None = None
         self._deliver = link.deliver_subject(link.new_key("f"))
         self._sub: Subscription | None = None
@@ -199,12 +204,13 @@ class Feed:
         self.last_seq = seq
         if type_b in TERMINAL_TYPE_BYTES:
             self._end()
-        waiting = self._waiting
-        if waiting:
-            self._waiting = []
-            for sub in waiting:
-                sub.waiting = False
-                sub.wake()
+        if self._waiting and self._wake_handle is None:
+            loop = asyncio.get_running_loop()
+            due = self._last_wake + WAKE_INTERVAL_S
+            if loop.time() >= due or self.ended:
+                self._wake_waiting()
+            else:
+                self._wake_handle = loop.call_at(due, self._wake_waiting)
         if self._total > self._check_at:
             self._enforce_limits()
         elif len(self._seqs) > 2 * RING_EVENTS:
@@ -287,6 +293,9 @@ class Feed:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
         self._drop_consumer()
         if self._sub is not None:
             self.hub.spawn(self.link.unsubscribe(self._sub))
@@ -303,6 +312,14 @@ class Feed:
         if self._consumer is not None:
             self.hub.spawn(self.link.delete_consumer(self._consumer))
             self._consumer = None
+
+    def _wake_waiting(self) -> None:
+        self._wake_handle = None
+        self._last_wake = asyncio.get_running_loop().time()
+        waiting, self._waiting = self._waiting, []
+        for sub in waiting:
+            sub.waiting = False
+            sub.wake()
 
     def _linger_over(self) -> None:
         self._linger = None

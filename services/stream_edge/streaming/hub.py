@@ -23,7 +23,7 @@ from sluice.clock import now_iso
 from sluice.errors import InvalidInput, Unavailable
 from sluice.events import TaskRecord
 from sluice.ids import parse_task_id
-from stream_edge.streaming import frames
+from stream_edge.streaming import frames, natsfast
 from stream_edge.streaming.client import ClientStream, EventStreamResponse
 from stream_edge.streaming.feed import Feed, Format
 from stream_edge.streaming.link import Link
@@ -73,6 +73,7 @@ class StreamHub:
     async def start(self) -> None:
         if self._started:
             return
+        natsfast.install(self.bus.nc)
         await self.link.start()
         self._no_streams = asyncio.Event()
         self._no_streams.set()

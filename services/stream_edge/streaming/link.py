@@ -1,10 +1,12 @@
 """The stream hub's one doorway to NATS, and the one place its NATS errors become `Unavailable`.
 
-<inbox>.r<n>     direct-get replies of catch-up request <n>: one wildcard subscription for all of them,
-                 routed by a dict lookup (a catch-up costs no subscription of its own)
-<inbox>.f<n>     the deliver subject of feed <n>: one subscription per feed, kept across re-created
+<inbox A>.r<n>   replies to catch-up request <n> (direct get; or a pull consumer's fetch, whose messages keep
+                 their own subject and are routed by the consumer name in their ack subject): one wildcard
+                 subscription for all of them (a catch-up costs no subscription of its own)
+<inbox B>.f<n>   the deliver subject of feed <n>: one subscription per feed, kept across re-created
                  consumers. (JetStream push consumers only see interest from a subscription on the literal
-                 deliver subject, so feeds cannot share the wildcard.)
+                 deliver subject, so feeds cannot share a wildcard; and B is not under A's wildcard, or every
+                 delivery would arrive twice.)
 """
 
 from __future__ import annotations
@@ -40,24 +42,29 @@ _NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, TimeoutError, OSError)
 class ReplyHandler(Protocol):
     def on_reply(self, msg: Msg) -> Awaitable[None]: ...
 
+    def on_pulled(self, seq: int, pending: int, consumer: str, msg: Msg) -> None: ...
 
-def ack_fields(reply: str) -> tuple[str, int, int] | None:
-    """(consumer name, stream seq, consumer seq) from a push delivery's ack subject:
+
+def ack_fields(reply: str) -> tuple[str, int, int, int] | None:
+    """(consumer name, stream seq, consumer seq, pending) from a delivery's ack subject:
     $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (v1), or the v2 form with
     <domain>.<account hash> after ACK."""
     tokens = reply.split(".")
     base = 2 if len(tokens) == 9 else 4
-    if len(tokens) < base + 5 or tokens[0] != "$JS" or tokens[1] != "ACK":
+    if len(tokens) < base + 7 or tokens[0] != "$JS" or tokens[1] != "ACK":
         return None
-    return tokens[base + 1], int(tokens[base + 3]), int(tokens[base + 4])
+    return tokens[base + 1], int(tokens[base + 3]), int(tokens[base + 4]), int(tokens[base + 6])
 
 
 class Link:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._readers: dict[str, ReplyHandler] = {}
+        self._pullers: dict[str, ReplyHandler] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
         self._prefix = ""
+        self._deliver_prefix = ""
         self._token = ""
         self._n = 0
         self._api = asyncio.Semaphore(32)  # consumer creations/deletions in flight (a reconnect resets every feed)
@@ -65,12 +72,17 @@ class Link:
     async def start(self) -> None:
         inbox = self.bus.nc.new_inbox()
         self._prefix = inbox + "."
+        self._deliver_prefix = self.bus.nc.new_inbox() + "."
         self._token = inbox.rsplit(".", 1)[-1][:12]
         self._sub = await self.bus.nc.subscribe(
             inbox + ".>", cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024
         )
 
     async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+            for task in self._tasks:
+                task.cancel()
         if self._sub is not None:
             sub, self._sub = self._sub, None
             try:
@@ -88,16 +100,29 @@ class Link:
     def route_reader(self, key: str, handler: ReplyHandler) -> None:
         self._readers[key] = handler
 
+    def route_puller(self, consumer: str, handler: ReplyHandler) -> None:
+        self._pullers[consumer] = handler
+
     def unroute(self, key: str) -> None:
         self._readers.pop(key, None)
+        self._pullers.pop(key, None)
 
     async def _on_msg(self, msg: Msg) -> None:
-        reader = self._readers.get(msg.subject[len(self._prefix) :])
-        if reader is not None:
-            await reader.on_reply(msg)
+        subject = msg.subject
+        if subject.startswith(self._prefix):
+            reader = self._readers.get(subject[len(self._prefix) :])
+            if reader is not None:
+                await reader.on_reply(msg)
+            return
+        # A pull consumer's delivery keeps its own subject: routed by the consumer name in its ack subject.
+        fields = ack_fields(msg.reply) if msg.reply else None
+        if fields is not None:
+            puller = self._pullers.get(fields[0])
+            if puller is not None:
+                puller.on_pulled(fields[1], fields[3], fields[0], msg)
 
     def deliver_subject(self, key: str) -> str:
-        return self._prefix + key
+        return self._deliver_prefix + key
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
         try:
@@ -128,6 +153,43 @@ class Link:
         except _NATS_ERRORS as exc:
             # The reader's timeout asks again; nothing else to do here.
             log.debug("direct get request not sent: %s", exc)
+
+    async def request_fetch(self, key: str, consumer: str, batch: int, max_bytes: int) -> None:
+        """Asks a pull consumer for up to `batch` messages now (no waiting); they arrive at the reader `key`."""
+        request = b'{"batch":%d,"max_bytes":%d,"no_wait":true}' % (batch, max_bytes)
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}.{consumer}"
+        try:
+            await self.bus.nc.publish(subject, request, reply=self._prefix + key)
+        except _NATS_ERRORS as exc:
+            log.debug("fetch request not sent: %s", exc)
+
+    async def create_pull_consumer(self, name: str, task_id: str, start_seq: int) -> None:
+        """A short-lived pull consumer for a long catch-up: its deliveries carry only the stored headers, which
+        the client parses far faster than a direct get's. No acks; deleted when the catch-up ends."""
+        config = ConsumerConfig(
+            name=name,
+            description=f"sluice stream-edge catch-up of task {task_id}",
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            filter_subject=subjects.events_of_task(task_id),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=_INACTIVE_THRESHOLD_S,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        try:
+            async with self._api:
+                await self.bus.js.add_consumer(subjects.EVENTS_STREAM, config, timeout=_API_TIMEOUT_S)
+        except nats.js.errors.APIError as exc:
+            raise Unavailable("nats_error", f"creating a catch-up consumer: {exc.description}") from exc
+        except _NATS_ERRORS as exc:
+            raise Unavailable("nats_unavailable", f"creating a catch-up consumer: {exc!r}") from exc
+
+    def delete_later(self, name: str) -> None:
+        """Deletes a consumer in the background (owned here, awaited at stop)."""
+        task = asyncio.get_running_loop().create_task(self.delete_consumer(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def reply_empty(self, subject: str) -> None:
         try:
