@@ -14,7 +14,8 @@ __all__ = ["bind_task", "setup_logging", "task_scope"]
 
 _task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("sluice_task_id", default=None)
 _encoder = msgspec.json.Encoder()
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Attributes every LogRecord has, plus uvicorn's terminal-colour copy of the message: none are extra fields.
+_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
 def bind_task(task_id: str | None) -> contextvars.Token[str | None]:

@@ -46,12 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("tool-runner", _service("tool_runner.main"), "run a tool-runner")
     add("demo-llm", _service("demo_llm.main"), "run the demo model server (OpenAI-compatible)")
     add("schema", _schema, "print the JSON Schema of every wire type")
-    try:
-        from sluice.cli import client_commands
-    except ImportError:
-        pass
-    else:
-        client_commands.register(sub)
+    from sluice.cli import client_commands
+
+    client_commands.register(sub)
     return parser
 
 
