@@ -165,6 +165,7 @@ async def connect(
         "error_cb": error,
         "closed_cb": closed,
     }
+
     async def attempt() -> NATS:
         return await nats.connect(
             servers=list(config.nats_urls),
