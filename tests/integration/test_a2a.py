@@ -341,3 +341,24 @@ async def test_a_stream_cut_mid_task_and_resumed_with_last_event_id_loses_and_re
     ids = _ids(cut) + _ids(resumed)
     assert ids == sorted(set(ids))
     assert cut.text + "" and Collected(cut.responses + resumed.responses).text
+
+
+async def test_an_event_source_can_resume_a_stream_by_itself(sluice: Sluice) -> None:
+    """What a browser's EventSource does: a GET with the version in the query (it cannot set headers) and, on
+    reconnect, the `Last-Event-ID` of the last `id:` line it saw."""
+    import httpx
+
+    from support.a2a import sse_events
+
+    async with a2a_client(sluice.url, "HTTP+JSON") as client:
+        original = await collect(client.send_message(send(message("What is 8 * 8?"))))
+    ids = _ids(original)
+    url = f"{sluice.other.url}/a2a/rest/tasks/{original.task_id}:subscribe?A2A-Version=1.0"
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("GET", url, headers={"Last-Event-ID": str(ids[2])}) as r,
+    ):
+        assert r.status_code == 200
+        events = [e async for e in sse_events(r)]
+    assert [e.id for e in events] == [str(i) for i in ids[3:]]
+    assert [e.data for e in events] == [MessageToDict(x) for x in original.responses[3:]]

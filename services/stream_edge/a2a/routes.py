@@ -22,7 +22,7 @@ from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
 from a2a.server.routes.rest_dispatcher import RestDispatcher
 from a2a.server.routes.rest_routes import create_rest_routes
 from a2a.utils import json_utils
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, VERSION_HEADER
 from a2a.utils.error_handlers import build_rest_error_payload
 from a2a.utils.errors import A2AError, InvalidRequestError
 from fastapi import APIRouter
@@ -60,6 +60,11 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
         context.state[EDGE_STATE_KEY] = getattr(request.app.state, "edge", None)
+        # A browser's EventSource cannot send headers: it may name the version in the query instead.
+        headers = context.state.get("headers")
+        version = request.query_params.get(VERSION_HEADER)
+        if isinstance(headers, dict) and version and VERSION_HEADER.lower() not in headers:
+            headers[VERSION_HEADER.lower()] = version
         return context
 
 
