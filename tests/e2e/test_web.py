@@ -116,9 +116,11 @@ async def test_page_recovers_from_an_edge_restart_with_no_text_repeated_or_lost(
     step = page.locator("#timeline .step .text")
     await expect(step).to_contain_text("Sluice demo model")
     await asyncio.to_thread(stack.kill, "edge")
-    await expect(page.locator("#conn")).to_be_visible()
-    await screenshot(page, "reconnecting")
-    await asyncio.to_thread(stack.start_service, "edge")
+    try:
+        await expect(page.locator("#conn")).to_be_visible()
+        await screenshot(page, "reconnecting")
+    finally:
+        await asyncio.to_thread(stack.start_service, "edge")
     await expect(page.locator("#result")).to_be_visible(timeout=30_000)
     await expect(page.locator("#conn")).to_be_hidden()
     assert await answer_text(page) == await output_of(stack, task_id)

@@ -150,8 +150,29 @@ def running_stack(root: Path | None = None, **options: object) -> Iterator[Stack
         yield started.start()
 
 
+_shared: list[Stack] = []  # the session's stack (one per xdist worker)
+_users = 0
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack per test session (per xdist worker), shared by the tests that import this fixture."""
-    with running_stack(tmp_path_factory.mktemp("stack")) as started:
-        yield started
+    """One stack per test session (per xdist worker), shared by every module that imports this fixture.
+
+    Each importing module registers its own copy of a fixture, so the copies share one Stack and the last to
+    finish stops it."""
+    global _users
+    if not _shared:
+        started = Stack(root=tmp_path_factory.mktemp("stack"))
+        try:
+            started.start()
+        except BaseException:
+            started.stop()
+            raise
+        _shared.append(started)
+    _users += 1
+    try:
+        yield _shared[0]
+    finally:
+        _users -= 1
+        if _users == 0:
+            _shared.pop().stop()
