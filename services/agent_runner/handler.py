@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from opentelemetry.trace import Status, StatusCode
 
@@ -38,7 +39,7 @@ from agent_runner.settings import RunnerSettings
 from agent_runner.sink import NatsSink
 from sluice import subjects
 from sluice.bus import Bus
-from sluice.errors import InvalidInput
+from sluice.errors import InvalidInput, SluiceError
 from sluice.eventlog import EventWriter, read_log
 from sluice.events import (
     TERMINAL_TYPES,
@@ -262,8 +263,12 @@ class _Attempt:
         """Keeps the message ours (in_progress) and notices a cancel that no ctl notice announced."""
         while True:
             await asyncio.sleep(self.ctx.settings.heartbeat_s)
-            await self.msg.in_progress()
-            record = await self.ctx.store.find(self.task_id)
+            try:
+                await self.msg.in_progress()
+                record = await self.ctx.store.find(self.task_id)
+            except (nats.errors.Error, SluiceError) as exc:  # a NATS hiccup: the next beat may get through
+                log.warning("heartbeat failed: %s", exc)
+                continue
             if record is not None and record.terminal:
                 self.holding.cancel.set()
                 return
