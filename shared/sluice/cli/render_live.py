@@ -102,7 +102,11 @@ class LiveView:
         self.refresh()
 
     def connection_status(self, status: str, detail: str) -> None:
-        self.connection = (detail or "connection lost") if status == "reconnecting" else ""
+        """The footer says why in two words; the whole sentence is in the log."""
+        if status != "reconnecting":
+            self.connection = ""
+        else:
+            self.connection = "edge unreachable" if "cannot reach" in detail else "connection lost"
         self.refresh()
 
     def note(self, text: Text | str) -> None:
