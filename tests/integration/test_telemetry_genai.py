@@ -73,7 +73,7 @@ async def test_message_content_is_recorded_when_capture_is_on(
 
 
 def test_openai_messages_map_to_the_conventions_role_and_parts_shape() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {"role": "assistant", "content": None,

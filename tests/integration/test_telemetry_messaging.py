@@ -74,7 +74,7 @@ async def test_publish_opens_a_send_span_whose_context_travels_in_the_headers(bu
         "messaging.destination.name": "sluice.evt.{task_id}.task.submitted",
         "messaging.destination.template": "sluice.evt.{task_id}.task.submitted",
         "messaging.message.id": f"{task_id}:submitted",
-        "messaging.message.body.size": send.attributes["messaging.message.body.size"],  # type: ignore[index]
+        "messaging.message.body.size": (send.attributes or {})["messaging.message.body.size"],
         "messaging.nats.stream_sequence": seq,
         "sluice.task_id": task_id,
     }
@@ -148,9 +148,9 @@ async def test_processing_span_is_child_of_the_producer_and_a_redelivery_links_t
         assert attrs["messaging.message.id"] == f"{task_id}:run"
         assert attrs["sluice.task_id"] == task_id
         assert attrs["messaging.nats.stream"] == subjects.EVENTS_STREAM
-    assert first_span.attributes["messaging.nats.delivery_count"] == 1  # type: ignore[index]
+    assert (first_span.attributes or {})["messaging.nats.delivery_count"] == 1
     assert first_span.links == ()
-    assert retry_span.attributes["messaging.nats.delivery_count"] == 2  # type: ignore[index]
+    assert (retry_span.attributes or {})["messaging.nats.delivery_count"] == 2
     (link,) = retry_span.links
     assert link.context.span_id == send.context.span_id
     assert dict(link.attributes or {}) == {"sluice.link.reason": "redelivery", "messaging.nats.delivery_count": 2}
@@ -174,7 +174,7 @@ async def test_a_cancel_notice_over_core_nats_carries_its_send_span(bus: Bus, ca
     span = _only([s for s in capture.spans(trace_id=trace_id) if s.context == handled.get_span_context()])
     assert span.parent is not None and span.parent.span_id == send.context.span_id
     assert "messaging.nats.delivery_count" not in (span.attributes or {})  # core NATS: no JetStream metadata
-    assert span.attributes["messaging.destination.name"] == "sluice.ctl.{task_id}"  # type: ignore[index]
+    assert (span.attributes or {})["messaging.destination.name"] == "sluice.ctl.{task_id}"
 
 
 async def test_a_request_continues_the_task_trace_and_links_back_to_itself(bus: Bus, capture: SpanCapture) -> None:
@@ -202,7 +202,7 @@ async def test_a_request_continues_the_task_trace_and_links_back_to_itself(bus: 
 
     with tracer.start_as_current_span("GET /v1/tasks/{task_id}/events") as server:
         assert link_current_span(entry.headers)
-    server_span = _only([s for s in capture.spans(name=server.name) if s.context == server.get_span_context()])
+    server_span = _only([s for s in capture.spans() if s.context == server.get_span_context()])
     assert [link.context.trace_id for link in server_span.links] == [task_trace]
     assert not link_current_span(entry.headers)  # no span current: nothing to link from
 
