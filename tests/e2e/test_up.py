@@ -40,7 +40,8 @@ def test_up_streams_a_task_replays_exactly_and_ctrl_c_leaves_no_process(tmp_path
     env = base_env(
         SLUICE_HTTP_PORT=str(http_port),
         SLUICE_DEMO_LLM_PORT=str(demo_port),
-        SLUICE_DEMO_LLM_TOKENS_PER_S="0",
+        # Fast, but slow enough that the 25 ms coalescing window leaves several deltas, as with a real model.
+        SLUICE_DEMO_LLM_TOKENS_PER_S="200",
         SLUICE_DATA_DIR=str(tmp_path / "data"),
         SLUICE_RUNNER_METRICS_PORT="0",
         SLUICE_TOOL_METRICS_PORT="0",
