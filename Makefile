@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench lint fmt clean browser
+.PHONY: install run test bench lint fmt clean system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Sluice needs Python 3.11+"'
@@ -19,14 +19,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sluice up
 
-# Chromium for the browser tests comes from Debian's packages; the tests skip with a reason if it is absent.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests drive: Chromium (the web page) and tmux (the CLI in a real terminal). Installed when
+# missing and we may; otherwise the tests that need them skip and say why.
+SYSTEM_PACKAGES := chromium tmux
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: browser tests will be skipped (install Debian's chromium)"; fi; }
+	    echo "installing$$missing (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing$$missing: the tests that need them will be skipped"; fi; \
+	fi
 
-test: $(STAMP) browser
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
