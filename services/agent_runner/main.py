@@ -58,7 +58,7 @@ def main() -> None:
 
     async def run(bus: Bus, stopping: asyncio.Event) -> None:
         REGISTRY.register(NatsConnectionCollector(bus.state, prefix="sluice_runner"))
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings.metrics_port, settings.metrics_host)
         await serve(settings, catalog, tools, bus, stopping)
 
     run_service("agent-runner", settings.common, run)

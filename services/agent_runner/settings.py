@@ -15,6 +15,7 @@
 | `SLUICE_TOOL_WAIT_MARGIN_S` | extra wait beyond a tool's deadline before the runner reports it timed out | `10` |
 | `SLUICE_RUNNER_GRACE_S` | on SIGTERM: how long running steps may finish before tasks are handed back | `10` |
 | `SLUICE_RUNNER_METRICS_PORT` | Prometheus `/metrics` port; `0` = off | `9464` |
+| `SLUICE_RUNNER_METRICS_HOST` | address the metrics endpoint binds (default: all, for scrapers) | `0.0.0.0` |
 | `SLUICE_AGENTS_FILE` | agents/crews TOML replacing the shipped `agents.toml` | the shipped file |
 
 Plus the common `SLUICE_NATS_URL`, `SLUICE_ACK_WAIT` (in-progress heartbeats run at a third of it),
@@ -57,6 +58,7 @@ class RunnerSettings:
     tool_wait_margin_s: float = 10.0
     grace_s: float = 10.0
     metrics_port: int = 9464
+    metrics_host: str = "0.0.0.0"
     agents_file: Path | None = None
 
     @property
@@ -90,6 +92,7 @@ class RunnerSettings:
             tool_wait_margin_s=r.number("SLUICE_TOOL_WAIT_MARGIN_S", 10.0),
             grace_s=r.number("SLUICE_RUNNER_GRACE_S", 10.0),
             metrics_port=r.integer("SLUICE_RUNNER_METRICS_PORT", 9464),
+            metrics_host=r.text("SLUICE_RUNNER_METRICS_HOST", "0.0.0.0"),
             agents_file=Path(agents_file) if agents_file else None,
         )
 
