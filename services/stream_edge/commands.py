@@ -47,6 +47,7 @@ from sluice.events import (
 from sluice.ids import is_task_id, new_task_id, parse_task_id
 from sluice.logs import task_scope
 from sluice.messages import ControlMessage, WorkMessage
+from sluice.propagation import current_trace_id
 from sluice.records import TaskStore
 from sluice.tracing import continue_span
 from stream_edge import logview
@@ -124,6 +125,7 @@ class TaskService:
             updated_at=now,
             metadata=request.metadata,
             context_id=request.context_id,
+            trace_id=trace_id or current_trace_id() or None,
         )
         await self.store.create(record)
         with task_scope(task_id):

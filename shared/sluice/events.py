@@ -215,6 +215,8 @@ class TaskRecord(Struct, kw_only=True):
     last_event_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     context_id: str | None = None
+    # The task's trace (W3C trace id, 32 hex): what an operator pastes into Jaeger. Every event carries it too.
+    trace_id: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -139,9 +139,11 @@ async def test_a_task_with_a_tool_call_is_one_trace_across_edge_runner_and_tool_
     async with edge_client(traced) as client:
         task_id = await submit(client, "what is 17*23?")
         events = await events_until(client, task_id, TERMINAL)
+        record = (await client.get(f"/v1/tasks/{task_id}")).json()
     assert events[-1]["type"] == "task.completed", events[-1]
     trace_id = events[0]["trace_id"]
     assert len(trace_id) == 32 and {e["trace_id"] for e in events} == {trace_id}
+    assert record["trace_id"] == trace_id  # how an operator finds the trace from the task id
 
     store = traced.spans
 

@@ -410,6 +410,7 @@ def _record_table(record: TaskRecord) -> Table:
         ("created", record.created_at),
         ("updated", record.updated_at),
         ("last event", record.last_event_id or ""),
+        ("trace", record.trace_id or ""),
     ]
     for key, value in rows:
         if value:
