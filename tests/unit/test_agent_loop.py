@@ -305,3 +305,16 @@ async def test_a_checkpoint_can_stop_the_loop_between_steps() -> None:
                      tools=TOOLS, config=LoopConfig(delta_window_s=0), checkpoint=stop)  # fmt: skip
     assert await loop.run() == Interrupted("hand_back")
     assert sink.types == ["llm.started", "llm.completed", "tool.completed"]
+
+
+def test_the_loop_imports_neither_nats_nor_fastapi() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agent_runner.loop, agent_runner.conversation, agent_runner.coalesce, agent_runner.budget;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('nats', 'fastapi', 'openai'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
