@@ -337,9 +337,9 @@ class _Attempt:
         log.info("task %s", record.state, extra={"event_id": event.id})
         await self.msg.ack()
 
-    async def _poison(self, delivered: int) -> None:
-        message = f"the task's work message was delivered {delivered} times without finishing; giving up"
-        error = ErrorInfo(code="max_deliver_exceeded", message=message)
+    async def _poison(self, delivered: int, *, code: str = "max_deliver_exceeded", message: str = "") -> None:
+        message = message or f"the task's work message was delivered {delivered} times without finishing; giving up"
+        error = ErrorInfo(code=code, message=message)
         _, record = await self.ctx.store.update(self.task_id, _to_terminal("failed", error=error))
         sink = NatsSink(self.ctx.bus, self.ctx.writer, self.task_id, self.trace_id)
         cls, data = _implied_terminal(record, "")
@@ -353,8 +353,12 @@ class _Attempt:
         """Work for a task whose record or task.submitted is missing: the edge may still be writing them."""
         what = "record" if no_record else "task.submitted event"
         if delivered >= self.ctx.settings.common.max_deliver:
-            log.error("work message for a task without a %s; dropped after %d deliveries", what, delivered)
-            await self.msg.term()
+            if no_record:  # nobody can be waiting for a task that has no record: drop the message
+                log.error("work message for a task without a record; dropped after %d deliveries", delivered)
+                await self.msg.term()
+            else:  # a record that would say "submitted" forever: fail it, so nobody waits
+                message = "the task was never fully submitted (its log has no task.submitted event)"
+                await self._poison(delivered, code="incomplete_submission", message=message)
             return
         log.warning("work message for a task without a %s yet; retrying later", what)
         await _nak(self.msg, 1.0)

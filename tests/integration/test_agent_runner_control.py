@@ -195,3 +195,13 @@ async def _work_gone(stack: RunnerStack, task: str) -> bool:
     except nats.js.errors.NotFoundError:
         return True
     return False
+
+
+async def test_a_record_whose_submission_never_reached_the_log_is_failed_in_the_end(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, "hello", work=False)
+    await stack.bus.js.purge_stream(subjects.EVENTS_STREAM, subject=subjects.events_of_task(task))  # no submitted
+    await publish_work(stack.bus, task)
+    events = await wait_for_end(stack.bus, task, timeout_s=30)
+    assert types_of(events) == ["task.failed"]
+    assert data_of(events, "task.failed")[0].error.code == "incomplete_submission"
+    assert (await record_of(stack.bus, task)).state == "failed"
