@@ -26,7 +26,7 @@ __all__ = ["stack"]
 
 pytestmark = pytest.mark.timeout(120)
 
-SLOW = "[fault:slow:80]"
+SLOW = "[fault:slow:50]"
 TERMINAL = ("TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED")
 
 

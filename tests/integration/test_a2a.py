@@ -36,7 +36,7 @@ from support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
-SLOW = "[fault:slow:120]"  # the demo model waits 120 ms between chunks: a task that stays mid-stream a while
+SLOW = "[fault:slow:40]"  # the demo model waits 40 ms between chunks: a task that stays mid-answer ~2.5 s
 
 
 @dataclass

@@ -254,3 +254,34 @@ async def test_the_card_and_the_agents_accepted_follow_sluice_agents_file(
         assert card["skills"][0]["tags"] and card["skills"][0]["description"] == "The only one."
         error = error_of(await raw_rpc(edge.url, rpc("SendMessage", send_params())))  # asks for "assistant"
         assert error["code"] == -32602 and "assistant" in error["message"]
+
+
+async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(edge: EdgeUnderTest) -> None:
+    """The runner publishes `task.input_required`, then records the state; a client answering the question it
+    was just streamed can arrive in between, and must not be refused."""
+    import asyncio
+
+    import msgspec
+
+    from sluice.eventlog import EventWriter
+    from sluice.events import TaskInputRequired, TaskInputRequiredData, TaskRecord
+
+    runtime: EdgeRuntime = edge.app.state.edge
+    record = await runtime.tasks.submit(TaskSubmittedData(input="x", agent="assistant", history=[], metadata={}))
+    await runtime.store.update(record.id, lambda r: msgspec.structs.replace(r, state="working"))
+    writer = EventWriter(runtime.bus, "test-runner")
+    ask = TaskInputRequiredData(prompt="Which city?", kind="question")
+    seq = await writer.emit(TaskInputRequired, record.id, ask, msg_id=f"{record.id}:ask:1:c1")
+
+    params = {**send_params("Paris", taskId=record.id), "configuration": {"returnImmediately": True}}
+    answer = asyncio.create_task(raw_rpc(edge.url, rpc("SendMessage", params)))
+    await asyncio.sleep(0.3)  # the answer is in flight while the record still says `working`
+    assert not answer.done()
+
+    def waiting(r: TaskRecord) -> TaskRecord:
+        return msgspec.structs.replace(r, state="input-required", last_event_id=str(seq))
+
+    await runtime.store.update(record.id, waiting)
+    response = await asyncio.wait_for(answer, timeout=15)
+    assert response.status_code == 200 and "result" in response.json(), response.text
+    assert (await runtime.tasks.get(record.id)).state == "working"

@@ -12,12 +12,8 @@ event id, a stream started on any replica, at any time, and a stream resumed wit
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import msgspec
 from a2a.server.context import ServerCallContext
@@ -34,22 +30,17 @@ from a2a.types import (
     ListTasksRequest,
     ListTasksResponse,
     Message,
-    Role,
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
     TaskPushNotificationConfig,
-    TaskState,
     TaskStatus,
 )
 from a2a.utils.errors import (
-    ContentTypeNotSupportedError,
     ExtendedAgentCardNotConfiguredError,
-    InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
-    TaskNotFoundError,
     UnsupportedOperationError,
 )
 from a2a.utils.task import apply_history_length, validate_history_length, validate_page_size
@@ -58,12 +49,12 @@ from google.protobuf.json_format import MessageToDict
 from sluice.bus import Bus
 from sluice.errors import Conflict, InvalidInput, Unavailable
 from sluice.eventlog import LogEntry, follow_log, read_log
-from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event
-from sluice.ids import parse_event_id, parse_task_id
+from sluice.events import TaskRecord
+from sluice.ids import parse_event_id
 from stream_edge import logview
-from stream_edge.a2a.card import DEFAULT_AGENT, catalog_entries
 from stream_edge.a2a.errors import translated, translated_stream
-from stream_edge.a2a.listing import all_records, context_of, page_of, prior_turns
+from stream_edge.a2a.intake import accept, find_record, state_name, task_id_param
+from stream_edge.a2a.listing import all_records, context_of, page_of
 from stream_edge.a2a.mapping import A2A_STATE, REPLAY_EXTENSION, StreamEvent, TaskProjection
 from stream_edge.runtime import EdgeRuntime
 
@@ -73,60 +64,6 @@ log = logging.getLogger(__name__)
 
 # Where the route's context builder puts the edge runtime in `ServerCallContext.state`.
 EDGE_STATE_KEY = "sluice.edge"
-_YES = frozenset({"y", "yes", "approve", "approved", "ok", "allow", "true"})
-_NO = frozenset({"n", "no", "deny", "denied", "reject", "rejected", "false"})
-
-
-def _state_name(state: str) -> str:
-    return TaskState.Name(A2A_STATE[state])
-
-
-def _task_id(value: str, field: str = "id") -> str:
-    try:
-        return parse_task_id(value)
-    except InvalidInput as exc:
-        raise InvalidParamsError(message=exc.message, data={"field": field, "code": exc.code}) from None
-
-
-def _user_input(message: Message) -> tuple[str, bool | None]:
-    """A user message's text (its text parts, and data parts as JSON), and the approval decision it carries."""
-    texts: list[str] = []
-    approve: bool | None = None
-    for part in message.parts:
-        kind = part.WhichOneof("content")
-        if kind == "text":
-            texts.append(part.text)
-        elif kind == "data":
-            value = MessageToDict(part.data)
-            if isinstance(value, dict) and isinstance(value.get("approve"), bool):
-                approve = value["approve"]
-            else:
-                texts.append(json.dumps(value, ensure_ascii=False))
-        else:
-            raise ContentTypeNotSupportedError(
-                message=f"{kind} parts are not supported: send text (text/plain) or data (application/json) parts",
-                data={"part": kind},
-            )
-    return "\n".join(texts), approve
-
-
-def _decision(text: str) -> bool:
-    word = text.strip().lower().rstrip(".!")
-    if word in _YES:
-        return True
-    if word in _NO:
-        return False
-    raise InvalidParamsError(
-        message='this task waits for an approval: answer "yes" or "no", or send a data part {"approve": true|false}',
-        data={"field": "message.parts"},
-    )
-
-
-def _metadata(params: SendMessageRequest) -> dict[str, Any]:
-    merged: dict[str, Any] = MessageToDict(params.metadata) if params.HasField("metadata") else {}
-    if params.message.HasField("metadata"):
-        merged.update(MessageToDict(params.message.metadata))
-    return merged
 
 
 def _apply(projection: TaskProjection, entry: LogEntry) -> StreamEvent | None:
@@ -150,19 +87,6 @@ class SluiceRequestHandler(RequestHandler):
         if not isinstance(edge, EdgeRuntime):
             raise Unavailable("starting", "the edge is starting or stopping")
         return edge
-
-    @staticmethod
-    def _agents(edge: EdgeRuntime) -> list[str]:
-        try:
-            return [entry.name for entry in catalog_entries(edge.settings.agents_file)]
-        except InvalidInput as exc:  # a bad SLUICE_AGENTS_FILE is the server's problem, not the request's
-            raise InternalError(message=exc.message, data={"code": exc.code}) from None
-
-    async def _record(self, edge: EdgeRuntime, task_id: str) -> TaskRecord:
-        record = await edge.tasks.find(task_id)
-        if record is None:
-            raise TaskNotFoundError(message=f"no task {task_id}", data={"taskId": task_id})
-        return record
 
     @staticmethod
     async def _fold(bus: Bus, projection: TaskProjection, *, upto: int | None = None) -> None:
@@ -205,86 +129,11 @@ class SluiceRequestHandler(RequestHandler):
 
     # ------------------------------------------------------------------ messages
 
-    async def _accept(self, edge: EdgeRuntime, params: SendMessageRequest) -> tuple[TaskRecord, int]:
-        """Starts a task, or answers the one the message names. Returns its record and the id the stream starts
-        after (the `task.submitted` / `task.resumed` this message caused)."""
-        validate_history_length(params.configuration)
-        message = params.message
-        if message.role != Role.ROLE_USER:
-            raise InvalidParamsError(message="message.role must be ROLE_USER", data={"field": "message.role"})
-        if message.task_id:
-            record = await self._answer(edge, message)
-        else:
-            record = await self._submit(edge, params)
-        return record, int(record.last_event_id or 0)
-
-    async def _submit(self, edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
-        message = params.message
-        text, _ = _user_input(message)
-        if not text.strip():
-            raise InvalidParamsError(message="the message has no text", data={"field": "message.parts"})
-        meta = _metadata(params)
-        agent = meta.pop("agent", DEFAULT_AGENT)
-        known = self._agents(edge)
-        if agent not in known:
-            raise InvalidParamsError(
-                message=f"unknown agent {agent!r}: choose a skill id of the agent card", data={"known": known}
-            )
-        try:
-            budget = msgspec.convert(meta.pop("budget", {}), Budget)
-        except msgspec.ValidationError as exc:
-            raise InvalidParamsError(message=f"metadata.budget: {exc}", data={"field": "metadata.budget"}) from None
-        history = prior_turns(await all_records(edge.store), message.context_id) if message.context_id else []
-        a2a_meta: dict[str, Any] = {"messageId": message.message_id}
-        if meta:
-            a2a_meta["metadata"] = meta
-        request = TaskSubmittedData(
-            input=text,
-            agent=agent,
-            history=history,
-            metadata={"a2a": a2a_meta},
-            budget=budget,
-            context_id=message.context_id or str(uuid.uuid4()),
-        )
-        # A repeated message (a client retrying after a lost response) is the same task, not a second one.
-        key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
-        return await edge.tasks.submit(request, idempotency_key=key)
-
-    async def _answer(self, edge: EdgeRuntime, message: Message) -> TaskRecord:
-        task_id = _task_id(message.task_id, "message.taskId")
-        record = await self._record(edge, task_id)
-        if message.context_id and message.context_id != context_of(record):
-            raise InvalidParamsError(
-                message=f"context {message.context_id} is not the context of task {task_id} ({context_of(record)})",
-                data={"field": "message.contextId"},
-            )
-        if record.terminal:
-            raise UnsupportedOperationError(
-                message=f"Task {task_id} is in terminal state: {_state_name(record.state)}; "
-                f"continue the conversation with a new message in context {context_of(record)}",
-                data={"taskId": task_id, "state": _state_name(record.state)},
-            )
-        if record.state != "input-required":
-            raise UnsupportedOperationError(
-                message=f"Task {task_id} is {_state_name(record.state)}: it takes a message only while it waits for "
-                "input (TASK_STATE_INPUT_REQUIRED)",
-                data={"taskId": task_id, "state": _state_name(record.state)},
-            )
-        text, approve = _user_input(message)
-        ask = await logview.last_of_type(edge.bus, task_id, "task.input_required")
-        asked = decode_event(ask.payload) if ask is not None else None
-        if isinstance(asked, TaskInputRequired) and asked.data.kind == "approval":
-            decision = approve if approve is not None else _decision(text)
-            return await edge.tasks.provide_input(task_id, approve=decision)
-        if not text.strip():
-            raise InvalidParamsError(message="the answer has no text", data={"field": "message.parts"})
-        return await edge.tasks.provide_input(task_id, text=text)
-
     @validate_request_params
     @translated
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         edge = self._edge(context)
-        record, start = await self._accept(edge, params)
+        record, start = await accept(edge, params)
         if params.configuration.return_immediately:
             task = await self._task(edge, record)
         else:
@@ -302,7 +151,7 @@ class SluiceRequestHandler(RequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         edge = self._edge(context)
-        record, start = await self._accept(edge, params)
+        record, start = await accept(edge, params)
         first = True
         async for event in self._stream(edge, record, start=start, snapshot=True):
             if first and isinstance(event, Task):
@@ -317,7 +166,7 @@ class SluiceRequestHandler(RequestHandler):
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         validate_history_length(params)
         edge = self._edge(context)
-        record = await self._record(edge, _task_id(params.id))
+        record = await find_record(edge, task_id_param(params.id))
         return apply_history_length(await self._task(edge, record), params)
 
     @validate_request_params
@@ -346,8 +195,8 @@ class SluiceRequestHandler(RequestHandler):
     @translated
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         edge = self._edge(context)
-        task_id = _task_id(params.id)
-        record = await self._record(edge, task_id)
+        task_id = task_id_param(params.id)
+        record = await find_record(edge, task_id)
         reason = MessageToDict(params.metadata).get("reason") if params.HasField("metadata") else None
         if not record.terminal:
             try:
@@ -356,12 +205,12 @@ class SluiceRequestHandler(RequestHandler):
                 )
                 return await self._task(edge, record)
             except Conflict:
-                record = await self._record(edge, task_id)
+                record = await find_record(edge, task_id)
                 if record.state == "canceled":  # another client's cancel won the race: the outcome asked for
                     return await self._task(edge, record)
         raise TaskNotCancelableError(
-            message=f"Task {task_id} is in terminal state: {_state_name(record.state)}",
-            data={"taskId": task_id, "state": _state_name(record.state)},
+            message=f"Task {task_id} is in terminal state: {state_name(record.state)}",
+            data={"taskId": task_id, "state": state_name(record.state)},
         )
 
     @validate_request_params
@@ -370,23 +219,23 @@ class SluiceRequestHandler(RequestHandler):
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         edge = self._edge(context)
-        task_id = _task_id(params.id)
-        record = await self._record(edge, task_id)
+        task_id = task_id_param(params.id)
+        record = await find_record(edge, task_id)
         resume = _last_event_id(context)
         if resume is None:
             if record.terminal:
                 raise UnsupportedOperationError(
-                    message=f"Task {task_id} is in terminal state: {_state_name(record.state)}",
-                    data={"taskId": task_id, "state": _state_name(record.state)},
+                    message=f"Task {task_id} is in terminal state: {state_name(record.state)}",
+                    data={"taskId": task_id, "state": state_name(record.state)},
                 )
             stream = self._stream(edge, record, start=None, snapshot=True)
         else:
             await _check_not_future(edge, record, resume)
             if record.terminal and await self._nothing_after(edge.bus, task_id, resume):
                 raise UnsupportedOperationError(
-                    message=f"Task {task_id} is in terminal state: {_state_name(record.state)}, and its stream has "
+                    message=f"Task {task_id} is in terminal state: {state_name(record.state)}, and its stream has "
                     f"nothing after event {resume}",
-                    data={"taskId": task_id, "state": _state_name(record.state), "lastEventId": str(resume)},
+                    data={"taskId": task_id, "state": state_name(record.state), "lastEventId": str(resume)},
                 )
             stream = self._stream(edge, record, start=resume, snapshot=False)
         async for event in stream:

@@ -1,0 +1,223 @@
+"""An incoming A2A message, as Sluice takes it: a new task, or the answer to the question a task asked.
+
+- No `taskId`: a new task. Its input is the text parts (data parts as JSON); `metadata.agent` picks the agent
+  (a skill id of the card), `metadata.budget` the budget; a message in an existing context carries that
+  context's earlier turns as history; the `messageId` is the idempotency key, so a retried message is the same
+  task.
+- A `taskId`: the task must be waiting for input. Its answer is the text, or for an approval a data part
+  `{"approve": bool}` (or the text yes / no) → `TaskService.provide_input`.
+
+The agent-runner publishes `task.input_required` a moment before it records the task as `input-required`, and a
+client answers the question it has just been streamed: an answer that arrives in between waits (briefly, on the
+record's KV watch) for the record to catch up instead of being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import msgspec
+import nats.errors
+from a2a.types import Message, Role, SendMessageRequest, TaskState
+from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
+    InternalError,
+    InvalidParamsError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from a2a.utils.task import validate_history_length
+from google.protobuf.json_format import MessageToDict
+
+from sluice.errors import InvalidInput, Unavailable
+from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event, decode_record
+from sluice.ids import parse_task_id
+from stream_edge import logview
+from stream_edge.a2a.card import DEFAULT_AGENT, catalog_entries
+from stream_edge.a2a.listing import all_records, context_of, prior_turns
+from stream_edge.a2a.mapping import A2A_STATE
+from stream_edge.runtime import EdgeRuntime
+
+__all__ = ["accept", "find_record", "state_name", "task_id_param"]
+
+_YES = frozenset({"y", "yes", "approve", "approved", "ok", "allow", "true"})
+_NO = frozenset({"n", "no", "deny", "denied", "reject", "rejected", "false"})
+# How long an answer waits for the record of a task that has just asked to say `input-required`.
+ASK_SETTLE_S = 10.0
+
+
+def state_name(state: str) -> str:
+    return TaskState.Name(A2A_STATE[state])
+
+
+def task_id_param(value: str, field: str = "id") -> str:
+    try:
+        return parse_task_id(value)
+    except InvalidInput as exc:
+        raise InvalidParamsError(message=exc.message, data={"field": field, "code": exc.code}) from None
+
+
+async def find_record(edge: EdgeRuntime, task_id: str) -> TaskRecord:
+    record = await edge.tasks.find(task_id)
+    if record is None:
+        raise TaskNotFoundError(message=f"no task {task_id}", data={"taskId": task_id})
+    return record
+
+
+async def accept(edge: EdgeRuntime, params: SendMessageRequest) -> tuple[TaskRecord, int]:
+    """Starts a task, or answers the one the message names. Returns its record and the id the task's stream
+    continues after (the `task.submitted` / `task.resumed` this message caused)."""
+    validate_history_length(params.configuration)
+    message = params.message
+    if message.role != Role.ROLE_USER:
+        raise InvalidParamsError(message="message.role must be ROLE_USER", data={"field": "message.role"})
+    record = await (_answer(edge, message) if message.task_id else _submit(edge, params))
+    return record, int(record.last_event_id or 0)
+
+
+# ---------------------------------------------------------------- a new task
+
+
+async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
+    message = params.message
+    text, _ = _user_input(message)
+    if not text.strip():
+        raise InvalidParamsError(message="the message has no text", data={"field": "message.parts"})
+    meta = _metadata(params)
+    agent = meta.pop("agent", DEFAULT_AGENT)
+    known = _agents(edge)
+    if agent not in known:
+        raise InvalidParamsError(
+            message=f"unknown agent {agent!r}: choose a skill id of the agent card", data={"known": known}
+        )
+    try:
+        budget = msgspec.convert(meta.pop("budget", {}), Budget)
+    except msgspec.ValidationError as exc:
+        raise InvalidParamsError(message=f"metadata.budget: {exc}", data={"field": "metadata.budget"}) from None
+    history = prior_turns(await all_records(edge.store), message.context_id) if message.context_id else []
+    a2a_meta: dict[str, Any] = {"messageId": message.message_id}
+    if meta:
+        a2a_meta["metadata"] = meta
+    request = TaskSubmittedData(
+        input=text,
+        agent=agent,
+        history=history,
+        metadata={"a2a": a2a_meta},
+        budget=budget,
+        context_id=message.context_id or str(uuid.uuid4()),
+    )
+    # A repeated message (a client retrying after a lost response) is the same task, not a second one.
+    key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
+    return await edge.tasks.submit(request, idempotency_key=key)
+
+
+def _agents(edge: EdgeRuntime) -> list[str]:
+    try:
+        return [entry.name for entry in catalog_entries(edge.settings.agents_file)]
+    except InvalidInput as exc:  # a bad SLUICE_AGENTS_FILE is the server's problem, not the request's
+        raise InternalError(message=exc.message, data={"code": exc.code}) from None
+
+
+def _metadata(params: SendMessageRequest) -> dict[str, Any]:
+    merged: dict[str, Any] = MessageToDict(params.metadata) if params.HasField("metadata") else {}
+    if params.message.HasField("metadata"):
+        merged.update(MessageToDict(params.message.metadata))
+    return merged
+
+
+# ---------------------------------------------------------------- an answer
+
+
+async def _answer(edge: EdgeRuntime, message: Message) -> TaskRecord:
+    task_id = task_id_param(message.task_id, "message.taskId")
+    record = await find_record(edge, task_id)
+    if message.context_id and message.context_id != context_of(record):
+        raise InvalidParamsError(
+            message=f"context {message.context_id} is not the context of task {task_id} ({context_of(record)})",
+            data={"field": "message.contextId"},
+        )
+    text, approve = _user_input(message)
+    ask = await logview.last_of_type(edge.bus, task_id, "task.input_required")
+    if record.state in ("submitted", "working") and ask is not None:
+        record = await _settled(edge, record, ask.seq)
+    if record.terminal:
+        raise UnsupportedOperationError(
+            message=f"Task {task_id} is in terminal state: {state_name(record.state)}; "
+            f"continue the conversation with a new message in context {context_of(record)}",
+            data={"taskId": task_id, "state": state_name(record.state)},
+        )
+    if record.state != "input-required":
+        raise UnsupportedOperationError(
+            message=f"Task {task_id} is {state_name(record.state)}: it takes a message only while it waits for "
+            "input (TASK_STATE_INPUT_REQUIRED)",
+            data={"taskId": task_id, "state": state_name(record.state)},
+        )
+    asked = decode_event(ask.payload) if ask is not None else None
+    if isinstance(asked, TaskInputRequired) and asked.data.kind == "approval":
+        decision = approve if approve is not None else _decision(text)
+        return await edge.tasks.provide_input(task_id, approve=decision)
+    if not text.strip():
+        raise InvalidParamsError(message="the answer has no text", data={"field": "message.parts"})
+    return await edge.tasks.provide_input(task_id, text=text)
+
+
+async def _settled(edge: EdgeRuntime, record: TaskRecord, ask_seq: int) -> TaskRecord:
+    """The record once it has caught up with a question the log already holds (unanswered), or as it is."""
+    answered = await logview.last_of_type(edge.bus, record.id, "task.resumed")
+    if answered is not None and answered.seq > ask_seq:
+        return record  # that question was answered: the task is simply working
+    try:
+        async with asyncio.timeout(ASK_SETTLE_S):
+            watcher = await edge.store.kv.watch(record.id)
+            try:
+                async for entry in watcher:
+                    if entry is None or entry.value is None:
+                        continue
+                    record = decode_record(entry.value)
+                    if record.state not in ("submitted", "working"):
+                        break
+            finally:
+                await watcher.stop()
+    except TimeoutError:
+        pass  # the runner has not recorded it: refuse below, the client may retry
+    except nats.errors.Error as exc:
+        raise Unavailable("nats_unavailable", f"watching task {record.id}: {type(exc).__name__}") from exc
+    return record
+
+
+def _user_input(message: Message) -> tuple[str, bool | None]:
+    """A user message's text (its text parts, and data parts as JSON), and the approval decision it carries."""
+    texts: list[str] = []
+    approve: bool | None = None
+    for part in message.parts:
+        kind = part.WhichOneof("content")
+        if kind == "text":
+            texts.append(part.text)
+        elif kind == "data":
+            value = MessageToDict(part.data)
+            if isinstance(value, dict) and isinstance(value.get("approve"), bool):
+                approve = value["approve"]
+            else:
+                texts.append(json.dumps(value, ensure_ascii=False))
+        else:
+            raise ContentTypeNotSupportedError(
+                message=f"{kind} parts are not supported: send text (text/plain) or data (application/json) parts",
+                data={"part": kind},
+            )
+    return "\n".join(texts), approve
+
+
+def _decision(text: str) -> bool:
+    word = text.strip().lower().rstrip(".!")
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise InvalidParamsError(
+        message='this task waits for an approval: answer "yes" or "no", or send a data part {"approve": true|false}',
+        data={"field": "message.parts"},
+    )
