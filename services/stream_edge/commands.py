@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 
 import msgspec
+import nats.errors
 
 from sluice import subjects
 from sluice.bus import Bus
@@ -215,10 +216,19 @@ class TaskService:
 
         with task_scope(task_id):
             before, after = await self.store.update(task_id, change)
-            headers, trace_id = await self._task_trace(task_id)
+            # From here the record says `canceled` and a retried cancel is a 409: only the terminal publish may
+            # fail the request. The trace lookup and the runner notice are best effort (the record is the truth).
+            try:
+                headers, trace_id = await self._task_trace(task_id)
+            except Unavailable as exc:
+                log.warning("canceling without the task's trace context: %s", exc.message)
+                headers, trace_id = None, after.trace_id
             with continue_span("cancel task", headers, attributes={"sluice.task_id": task_id}):
                 notice = ControlMessage(task_id=task_id, action="cancel", reason=reason)
-                await self.bus.notify(subjects.control(task_id), encode(notice))
+                try:
+                    await self.bus.notify(subjects.control(task_id), encode(notice))
+                except nats.errors.Error as exc:
+                    log.warning("cancel notice not sent (the runner sees the record): %r", exc)
                 if before.state in _UNATTENDED:
                     # No runner holds the task, so nobody else will write its end.
                     seq = await self.writer.emit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 import pytest
 
 from sluice import subjects
@@ -11,7 +12,7 @@ from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.errors import InvalidInput, Unavailable
 from sluice.eventlog import read_events
-from sluice.events import TaskFailed, TaskRecord, TaskSubmitted, TaskSubmittedData
+from sluice.events import TaskCanceled, TaskFailed, TaskRecord, TaskSubmitted, TaskSubmittedData
 from sluice.ids import new_task_id
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
@@ -98,3 +99,43 @@ async def test_ids_from_outside_are_checked_before_they_reach_a_subject(bus: Bus
         for call in (service.get(bad), service.cancel(bad), service.provide_input(bad, text="x")):
             with pytest.raises(InvalidInput):
                 await call
+
+
+class ControlAndReadsDown:
+    """The real bus, except that core NATS notices fail and direct gets time out (as during a NATS hiccup)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.js = _NoDirectGets(bus.js)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def notify(self, subject: str, payload: bytes) -> None:
+        raise nats.errors.ConnectionClosedError()
+
+
+class _NoDirectGets:
+    def __init__(self, js: Any) -> None:
+        self._js = js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def get_last_msg(self, *args: Any, **kwargs: Any) -> Any:
+        raise nats.errors.TimeoutError()
+
+
+async def test_a_cancel_that_won_the_record_still_ends_an_unattended_task_when_notice_and_reads_fail(
+    bus: Bus, store: TaskStore
+) -> None:
+    # Once the record says `canceled`, a retried cancel is a 409: the terminal event must not depend on the
+    # best-effort steps (the runner notice, the trace lookup), or the task's streams would wait forever.
+    record = await TaskService(bus, store).submit(request())
+    flaky = TaskService(ControlAndReadsDown(bus), store)  # type: ignore[arg-type]
+    after = await flaky.cancel(record.id, "stop")
+    assert after.state == "canceled"
+    events = await read_events(bus, record.id)
+    assert [type(e) for e in events] == [TaskSubmitted, TaskCanceled]
+    assert events[-1].trace_id == events[0].trace_id, "the task's trace id comes from its record"
+    assert after.last_event_id == events[-1].id
