@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
+from sluice.errors import SluiceError
 from sluice.logs import setup_logging
 from sluice.provision import provision
 from sluice.telemetry import setup_telemetry
@@ -31,15 +32,22 @@ def install_signal_handlers(stopping: asyncio.Event) -> None:
 
 
 async def _connect_unless_stopped(name: str, common: CommonConfig, stopping: asyncio.Event) -> Bus | None:
-    """Waits for NATS, but a signal during the wait ends it (returns None) instead of being ignored."""
-    async with asyncio.TaskGroup() as group:
-        connecting = group.create_task(connect(common, name=f"sluice-{name}"))
-        stop = group.create_task(stopping.wait())
-        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if not connecting.done():
-            connecting.cancel()
-            return None
-        stop.cancel()
+    """Waits for NATS, but a signal during the wait ends it (returns None) instead of being ignored.
+
+    NATS still unreachable when `connect` gives up: its `Unavailable` is raised as itself, not in a group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            connecting = group.create_task(connect(common, name=f"sluice-{name}"))
+            stop = group.create_task(stopping.wait())
+            await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                connecting.cancel()
+                return None
+            stop.cancel()
+    except BaseExceptionGroup as group_error:
+        if len(group_error.exceptions) == 1:
+            raise group_error.exceptions[0] from None
+        raise
     return connecting.result()
 
 
@@ -65,5 +73,8 @@ def run_service(name: str, common: CommonConfig, main: ServiceMain) -> None:
     telemetry = setup_telemetry(name)
     try:
         asyncio.run(serve_until_signal(name, common, main))
+    except SluiceError as exc:  # NATS unreachable, streams that cannot be provisioned, ...: one line, exit 1
+        log.error("%s stopped: %s", name, exc.message, extra={"code": exc.code})
+        raise SystemExit(1) from None
     finally:
         telemetry.shutdown()
