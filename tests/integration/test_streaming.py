@@ -323,3 +323,25 @@ async def test_a_nats_server_restart_mid_stream_loses_nothing(tmp_path: Path) ->
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_long_history_is_caught_up_through_a_short_lived_consumer_without_loss(bus: Bus) -> None:
+    task_id = new_task_id()
+    await publish(bus, task_id, ["task.submitted"])
+    for start in range(1, 3600, 100):
+        await asyncio.gather(*(publish(bus, task_id, ["llm.delta"], start=n) for n in range(start, start + 100)))
+    await publish(bus, task_id, ["task.completed"], start=4000)
+    everything = await log_seqs(bus, task_id)
+    async with serving_hub(bus, FAST) as edge:
+        whole = await read_stream(edge.events_url(task_id, follow="false"), timeout_s=60)
+        assert ids(whole.events) == everything
+        resumed = await read_stream(edge.events_url(task_id, format="ndjson"), fmt="ndjson", timeout_s=60,
+                                    last_event_id=str(everything[10]))  # fmt: skip
+        assert resumed.ended_by_server and ids(resumed.events) == everything[11:]
+        assert edge.hub.counters.catchup_bulk == 2
+
+        async def catch_up_consumers() -> bool:
+            infos = await bus.js.consumers_info(subjects.EVENTS_STREAM)
+            return not [c for c in infos if f"catch-up of task {task_id}" in (c.config.description or "")]
+
+        await eventually(catch_up_consumers, what="the catch-up consumers deleted")

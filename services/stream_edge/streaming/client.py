@@ -50,6 +50,11 @@ class CatchUp(Enum):
 
 
 class ClientStream:
+    __slots__ = (
+        "_cut_requested", "_end_at_once", "_final", "_preamble", "_released", "_task", "feed", "fmt", "follow",
+        "hub", "last_write", "opened_at", "reader", "replayed", "started", "sub", "task_id",
+    )  # fmt: skip
+
     def __init__(self, hub: StreamHub, task_id: str, fmt: Format, after: int, follow: bool) -> None:
         self.hub = hub
         self.task_id = task_id
@@ -260,7 +265,7 @@ class ClientStream:
                     following = await self.hub.link.next_seq_consistent(self.task_id, sub.last_seq)
                     if feed.closed or (following is not None and following < feed.covered_from):
                         continue
-            reader.close()
+            self._close_reader()  # live from here on: the reader's buffers go
             feed.attach(sub)
             self.feed = feed
             return feed
@@ -356,13 +361,17 @@ class ClientStream:
         elif now - self.opened_at > 60.0:
             self.release()  # prepared but never served (the request died in between)
 
+    def _close_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.close()
+            self.hub.record_catchup(self.replayed, bulk=reader.pulled)
+
     def release(self) -> None:
         if self._released:
             return
         self._released = True
-        if self.reader is not None:
-            self.reader.close()
-            self.hub.record_catchup(self.replayed)
+        self._close_reader()
         if self.feed is not None:
             self.feed.detach(self.sub)
         self.hub.release(self)

@@ -1,4 +1,4 @@
-"""A task's live feed: one push consumer per task and process, shared by all that task's clients.
+"""A task's live feed: one pull consumer per task and process, shared by all that task's clients.
 
 The feed keeps what it received as parallel lists — sequence, type, stored payload, and the SSE and NDJSON bytes
 made from them on first use — and hands every client the same bytes. A client is a `Subscriber`: a cursor into
@@ -8,9 +8,11 @@ its cursor and the head, and its size is measured, not stored. When the stretch 
 trimmed behind the slowest remaining client, keeping a small ring of recent events so that a client joining near
 the head needs no trip to JetStream.
 
-Continuity: the feed covers every event of the task from `covered_from` on. It starts at a position a reader
-has reached (no gap behind it), and if its consumer breaks — a missed delivery, silent heartbeats, a reconnect —
-it makes a new one from the last seq it received.
+Receiving: pull requests parked on the server (long-poll with heartbeats), at least half a batch always
+outstanding, answered the moment an event is stored. Continuity: the feed covers every event of the task from
+`covered_from` on. It starts at a position a reader has reached (no gap behind it), and if its consumer breaks —
+a missed delivery, silent heartbeats, a reconnect, the consumer deleted — it makes a new one from the last seq it
+received.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from sluice import subjects
 from sluice.errors import Unavailable
 from stream_edge.streaming import frames
-from stream_edge.streaming.link import FEED_HEARTBEAT_S, Link, ack_fields
+from stream_edge.streaming.link import AckFields, Link
 
 if TYPE_CHECKING:
     from stream_edge.streaming.hub import StreamHub
@@ -45,9 +46,15 @@ RING_EVENTS = 512
 RING_BYTES = 512 * 1024
 # One send never carries more than this; a client further behind gets several.
 MAX_CHUNK_BYTES = 256 * 1024
-# Clients waiting on a feed are woken at most this often: an event after a quiet spell goes out at once, a busy
-# feed's events go out in batches (one send per client per interval instead of one per event).
-WAKE_INTERVAL_S = 0.010
+# Clients waiting on a feed are woken at most every WAKE_PER_CLIENT_S × clients (up to WAKE_MAX_S): an event after
+# a quiet spell goes out at once, a busy feed's events go out in batches — one send per client per interval
+# instead of one per event, so a feed costs at most ~1/WAKE_PER_CLIENT_S sends a second however many read it.
+WAKE_PER_CLIENT_S = 0.001
+WAKE_MAX_S = 0.020
+# Pull requests: size, how long one stays parked, its idle heartbeat; three silent heartbeats = consumer gone.
+FEED_BATCH = 1000
+FEED_EXPIRES_S = 30.0
+FEED_HEARTBEAT_S = 5.0
 _STALE_AFTER_S = 3 * FEED_HEARTBEAT_S
 
 
@@ -73,7 +80,24 @@ class Subscriber:
             waiter.set_result(None)
 
 
+class _Request:
+    """A pull request parked on the server: its reply key and how many deliveries it still has coming."""
+
+    __slots__ = ("due", "key")
+
+    def __init__(self, key: str, due: int) -> None:
+        self.key = key
+        self.due = due
+
+
 class Feed:
+    __slots__ = (
+        "_base", "_check_at", "_connecting", "_consumer", "_cum", "_cum_base", "_encoded", "_joined", "_last_wake",
+        "_linger", "_next_dseq", "_outstanding", "_payloads", "_requests", "_reset_again", "_seqs", "_total",
+        "_types", "_waiting", "_wake_handle", "closed", "connected", "connects", "ended", "hub", "last_activity",
+        "last_seq", "link", "start_seq", "subs", "task_id", "trimmed_through",
+    )  # fmt: skip
+
     def __init__(self, hub: StreamHub, link: Link, task_id: str, start_seq: int) -> None:
         self.hub = hub
         self.link = link
@@ -84,8 +108,8 @@ class Feed:
         self.ended = False  # the terminal event is in
         self.closed = False
         self.connected = False
+        self.connects = 0
         self.subs: set[Subscriber] = set()
-        self.resets = 0
         self.last_activity = 0.0
         self._base = 0  # absolute position of index 0 of the lists
         self._seqs: list[int] = []
@@ -100,10 +124,10 @@ class Feed:
         self._wake_handle: asyncio.TimerHandle | None = None
         self._last_wake = 0.0
         self._joined: tuple[Format, int, int, bytes] | None = None
-        self._deliver = link.deliver_subject(link.new_key("f"))
-        self._sub: Subscription | None = None
         self._consumer: str | None = None
         self._next_dseq = 1
+        self._requests: list[_Request] = []  # oldest first (one or two)
+        self._outstanding = 0
         self._connecting = False
         self._reset_again = False
         self._linger: asyncio.TimerHandle | None = None
@@ -173,15 +197,55 @@ class Feed:
 
     # ------------------------------------------------------------------ receiving
 
-    async def on_message(self, msg: Msg) -> None:
+    async def on_pulled(self, fields: AckFields, msg: Msg) -> None:
+        consumer, seq, dseq, _ = fields
+        if consumer != self._consumer:
+            return  # a consumer we have replaced
         self.last_activity = self.hub.now
-        headers = msg.headers
-        if headers is not None and "Status" in headers:
-            await self._on_control(msg, headers)
+        requests = self._requests
+        if requests:  # the server answers parked requests oldest first
+            self._outstanding -= 1
+            head = requests[0]
+            head.due -= 1
+            if head.due <= 0:
+                del requests[0]
+                self.link.unroute(head.key)
+        self.on_delivery(seq, dseq, msg.subject, msg.data)
+        if self._outstanding < FEED_BATCH // 2:
+            await self._pull()
+
+    async def on_reply(self, key: str, msg: Msg) -> None:
+        """A status on a parked request: heartbeat, expiry, or the request's end."""
+        self.last_activity = self.hub.now
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "100":
             return
-        fields = ack_fields(msg.reply)
-        if fields is not None and fields[0] == self._consumer:  # else a consumer we have replaced
-            self.on_delivery(fields[1], fields[2], msg.subject, msg.data)
+        self.link.unroute(key)
+        for request in self._requests:
+            if request.key == key:
+                self._outstanding -= request.due
+                self._requests.remove(request)
+                break
+        description = headers.get("Description", "")
+        if status in ("408", "404") or (status == "409" and "Consumer Deleted" not in description):
+            await self._pull()  # expired, or ended for a reason of its own: park another
+        else:
+            log.info("feed of task %s: request answered %s %s; re-creating", self.task_id, status, description)
+            self.request_reset()
+
+    async def _pull(self) -> None:
+        """Parks one more request for FEED_BATCH deliveries."""
+        consumer = self._consumer
+        if consumer is None or not self.connected or self.ended or self.closed:
+            return
+        key = self.link.new_key("r")
+        self.link.route_reply(key, self)
+        self._requests.append(_Request(key, FEED_BATCH))
+        self._outstanding += FEED_BATCH
+        await self.link.request_fetch(
+            key, consumer, FEED_BATCH, 0, expires_s=FEED_EXPIRES_S, heartbeat_s=FEED_HEARTBEAT_S
+        )
 
     def on_delivery(self, seq: int, dseq: int, subject: str, payload: bytes) -> None:
         if dseq != self._next_dseq:
@@ -206,7 +270,7 @@ class Feed:
             self._end()
         if self._waiting and self._wake_handle is None:
             loop = asyncio.get_running_loop()
-            due = self._last_wake + WAKE_INTERVAL_S
+            due = self._last_wake + min(WAKE_MAX_S, WAKE_PER_CLIENT_S * len(self.subs))
             if loop.time() >= due or self.ended:
                 self._wake_waiting()
             else:
@@ -215,18 +279,6 @@ class Feed:
             self._enforce_limits()
         elif len(self._seqs) > 2 * RING_EVENTS:
             self._trim()
-
-    async def _on_control(self, msg: Msg, headers: dict[str, str]) -> None:
-        if msg.reply:  # flow control request: the feed never holds deliveries back, so answer at once
-            await self.link.reply_empty(msg.reply)
-            return
-        stalled = headers.get("Nats-Consumer-Stalled")
-        if stalled:
-            await self.link.reply_empty(stalled)
-        last_delivered = headers.get("Nats-Last-Consumer")
-        if last_delivered is not None and int(last_delivered) != self._next_dseq - 1:
-            log.info("feed of task %s: heartbeat says deliveries were missed; resuming", self.task_id)
-            self.request_reset()
 
     # ------------------------------------------------------------------ the consumer
 
@@ -253,10 +305,9 @@ class Feed:
                 name = self.link.new_key("c")
                 self._consumer = name
                 self._next_dseq = 1
+                self.link.route_consumer(name, self)
                 try:
-                    if self._sub is None:
-                        self._sub = await self.link.subscribe(self._deliver, self.on_message)
-                    await self.link.create_consumer(name, self._deliver, self.task_id, self.last_seq + 1)
+                    await self.link.create_consumer(name, self.task_id, self.last_seq + 1, "feed")
                 except Unavailable as exc:
                     log.warning("feed of task %s: %s; retrying", self.task_id, exc.message)
                     self._drop_consumer()
@@ -265,19 +316,15 @@ class Feed:
                     continue
                 if self._consumer != name or self._reset_again or self.closed or self.ended:
                     # Asked to start over (or to stop) while the consumer was being made.
-                    await self.link.delete_consumer(name)
-                    if self._consumer == name:
-                        self._consumer = None
+                    self._drop_consumer()
                     continue
                 self.connected = True
                 self.last_activity = self.hub.now
-                self.resets += 1
+                self.connects += 1
+                await self._pull()
                 return
         finally:
             self._connecting = False
-            if self.closed and self._sub is not None:
-                self.hub.spawn(self.link.unsubscribe(self._sub))
-                self._sub = None
 
     def check_alive(self, now: float) -> None:
         """Called by the hub's ticker: a consumer silent for three heartbeats is gone."""
@@ -297,9 +344,6 @@ class Feed:
             self._wake_handle.cancel()
             self._wake_handle = None
         self._drop_consumer()
-        if self._sub is not None:
-            self.hub.spawn(self.link.unsubscribe(self._sub))
-            self._sub = None
         for sub in list(self.subs):
             sub.wake()
 
@@ -309,8 +353,13 @@ class Feed:
 
     def _drop_consumer(self) -> None:
         self.connected = False
+        for request in self._requests:
+            self.link.unroute(request.key)
+        self._requests.clear()
+        self._outstanding = 0
         if self._consumer is not None:
-            self.hub.spawn(self.link.delete_consumer(self._consumer))
+            self.link.unroute(self._consumer)
+            self.link.delete_later(self._consumer)
             self._consumer = None
 
     def _wake_waiting(self) -> None:

@@ -44,6 +44,7 @@ class Counters:
     catchup_lag_events_sum: int = 0
     catchup_lag_events_count: int = 0
     catchup_lag_events_max: int = 0
+    catchup_bulk: int = 0  # catch-ups long enough to read through a pull consumer
     slow_clients_cut: int = 0
     gaps_served: int = 0
     streams_opened: int = 0
@@ -199,8 +200,9 @@ class StreamHub:
         if not task.cancelled() and task.exception() is not None:
             log.error("stream hub background task failed", exc_info=task.exception())
 
-    def record_catchup(self, events: int) -> None:
+    def record_catchup(self, events: int, *, bulk: bool = False) -> None:
         c = self.counters
+        c.catchup_bulk += bulk
         c.catchup_lag_events = events
         c.catchup_lag_events_sum += events
         c.catchup_lag_events_count += 1

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from sluice import subjects
 from sluice.errors import SluiceError, Unavailable
 from stream_edge.streaming.frames import type_bytes
-from stream_edge.streaming.link import Link
+from stream_edge.streaming.link import AckFields, Link
 
 __all__ = ["Batch", "LogReader"]
 
@@ -52,6 +52,11 @@ class Batch:
 
 
 class LogReader:
+    __slots__ = (
+        "_consumer", "_current", "_filter", "_key", "_next", "_not_before", "_ready", "_timer", "_wake",
+        "_want_pull", "error", "events_read", "exhausted", "last_seq", "link", "pulled", "requests", "task_id",
+    )  # fmt: skip
+
     def __init__(self, link: Link, task_id: str, wake: Callable[[], None]) -> None:
         self.link = link
         self.task_id = task_id
@@ -108,7 +113,7 @@ class LogReader:
             if self._key is not None or self._ready or self.exhausted:
                 return
         key = self.link.new_key("r")
-        self.link.route_reader(key, self)
+        self.link.route_reply(key, self)
         self._key = key
         self.requests += 1
         self._timer = loop.call_later(REQUEST_TIMEOUT_S, self._timed_out, key)
@@ -129,8 +134,9 @@ class LogReader:
         self._drop_consumer()
         self._ready.clear()
 
-    def on_pulled(self, seq: int, pending: int, consumer: str, msg: Msg) -> None:
+    async def on_pulled(self, fields: AckFields, msg: Msg) -> None:
         """A delivery of the pull consumer (its status replies come to `on_reply`)."""
+        consumer, seq, _, pending = fields
         if consumer != self._consumer or self._key is None:
             return
         self._add(seq, msg.subject, msg.data)
@@ -141,7 +147,7 @@ class LogReader:
                 self._drop_consumer()
             self._wake()
 
-    async def on_reply(self, msg: Msg) -> None:
+    async def on_reply(self, key: str, msg: Msg) -> None:
         headers = msg.headers
         status = headers.get("Status") if headers else None
         if status is None:
@@ -189,12 +195,12 @@ class LogReader:
     async def _start_pull(self) -> None:
         name = self.link.new_key("p")
         try:
-            await self.link.create_pull_consumer(name, self.task_id, self._next)
+            await self.link.create_consumer(name, self.task_id, self._next, "catch-up")
         except Unavailable:
             return  # stay with direct gets
         self._consumer = name
         self.pulled = True
-        self.link.route_puller(name, self)
+        self.link.route_consumer(name, self)
 
     def _drop_consumer(self) -> None:
         self._want_pull = False
