@@ -220,16 +220,18 @@ class Session:
             await self.live.tick()
 
     async def _on_input_required(self, tasks: asyncio.TaskGroup) -> None:
-        if not self.interactive:
-            hint = "--approve or --deny" if self._request_kind() == "approval" else "'your answer'"
-            self.view.note(f"task {self.task_id} waits for input: sluice input {self.task_id} {hint}")
-            return
-        # A replayed request may have been answered since: ask only if the task still waits.
+        # A replayed request may have been answered since (or the task ended): ask only if the task still waits.
         try:
             waiting = (await self.client.get(self.task_id)).state == "input-required"
         except Unavailable:
             waiting = True  # cannot tell now; if it was answered meanwhile, the edge will say so
-        if waiting and self._asking is None:
+        if not waiting:
+            return
+        if not self.interactive:
+            hint = "--approve or --deny" if self._request_kind() == "approval" else "'your answer'"
+            self.view.note(f"task {self.task_id} waits for input: sluice input {self.task_id} {hint}")
+            return
+        if self._asking is None:
             self._asking = tasks.create_task(self._ask())
 
     def _request_kind(self) -> str:
