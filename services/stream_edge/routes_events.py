@@ -27,7 +27,7 @@ from stream_edge.openapi import error_responses, stream_response
 from stream_edge.routes_tasks import TaskIdPath
 from stream_edge.runtime import EdgeRuntime, StreamFormat
 
-__all__ = ["router", "start_position"]
+__all__ = ["past_the_end", "router", "start_position"]
 
 router = APIRouter(prefix="/v1/tasks", tags=["events"])
 
@@ -117,6 +117,16 @@ async def task_events(
     await _link_to_task_trace(edge, task_id)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1)
+    if past_the_end(record, after_seq):
+        follow = False  # nothing of this task can come after the cursor: send what exists (nothing) and end
     return await edge.hub.open(
         task_id, after=after_seq, fmt=chosen, follow=follow, snapshot=record if snapshot else None
     )
+
+
+def past_the_end(record: TaskRecord, after: int) -> bool:
+    """A finished task, and a cursor beyond the last event its record names (its terminal event, once noted).
+
+    Event ids are shared by all tasks, so such a cursor can exist (another task's event); following from it would
+    keep the stream open for ever. A cursor exactly at the terminal event ends at once in the hub already."""
+    return record.terminal and record.last_event_id is not None and after > int(record.last_event_id)

@@ -81,6 +81,22 @@ async def test_the_start_is_last_event_id_else_after_else_the_beginning(edge: Ed
     assert await ids_from(headers={"Last-Event-ID": ids[2]}, params={"after": ids[0]}) == ids[3:]
 
 
+async def test_a_cursor_past_a_finished_task_s_terminal_event_ends_the_stream_at_once(
+    edge: EdgeUnderTest, bus: Bus
+) -> None:
+    # Event ids are stream sequences shared by every task: a cursor can lie past a task's last event and still
+    # exist (another task's event). For a finished task nothing can follow it, so the stream must not stay open.
+    task_id, ids = await finished_task(edge, bus)
+    later, _ = await finished_task(edge, bus, deltas=0)
+    beyond = (await edge.client.get(f"/v1/tasks/{later}")).json()["last_event_id"]
+    assert int(beyond) > int(ids[-1])
+    async with edge.client.stream("GET", f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": beyond}) as r:
+        assert r.status_code == 200
+        reader = FrameReader(r)
+        assert await reader.read(timeout_s=5) == []
+        assert reader.ended
+
+
 async def test_follow_false_sends_what_exists_and_ends(edge: EdgeUnderTest) -> None:
     task_id = (await edge.client.post("/v1/tasks", json={"input": "still running"})).json()["id"]
     async with edge.client.stream("GET", f"/v1/tasks/{task_id}/events", params={"follow": "false"}) as r:
