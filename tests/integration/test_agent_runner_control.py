@@ -91,7 +91,7 @@ async def test_cancel_while_streaming_stops_the_stream_promptly(stack: RunnerSta
     asked = time.monotonic()
     assert await cancel(stack.bus, task) == "working"
     events = await wait_for_end(stack.bus, task, timeout_s=5)
-    assert time.monotonic() - asked < 1.0
+    assert time.monotonic() - asked < 1.5  # the ctl notice stops it at once; the margin is for loaded machines
     types = types_of(events)
     assert types[-1] == "task.canceled" and types.count("task.canceled") == 1
     assert "llm.completed" not in types
@@ -113,7 +113,7 @@ async def test_cancel_while_waiting_for_a_tool_ends_the_wait_and_ignores_the_lat
     asked = time.monotonic()
     await cancel(stack.bus, task)
     events = await wait_for_end(stack.bus, task, timeout_s=5)
-    assert time.monotonic() - asked < 1.0
+    assert time.monotonic() - asked < 1.5
     assert types_of(events)[-1] == "task.canceled"
     assert "tool.completed" not in types_of(events)
 

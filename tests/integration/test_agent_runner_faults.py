@@ -76,10 +76,10 @@ async def test_a_rejected_request_fails_at_once_without_retries(stack: RunnerSta
     assert error.code == "model_error" and "400" in error.message
 
 
-async def test_a_slow_stream_is_coalesced_into_fewer_deltas_than_chunks(stack: RunnerStack) -> None:
-    task = await submit(stack.bus, prompt("tell me a story [fault:slow:2]"))
+async def test_a_burst_of_chunks_is_coalesced_into_a_few_deltas(stack: RunnerStack) -> None:
+    task = await submit(stack.bus, prompt("tell me a story"))
     events = await wait_for_end(stack.bus, task)
     assert types_of(events)[-1] == "task.completed"
     deltas = data_of(events, "llm.delta")
     words = len(data_of(events, "llm.completed")[0].content.split())
-    assert 1 <= len(deltas) < words  # 10 ms window over chunks 2 ms apart
+    assert 1 <= len(deltas) <= words // 4  # one chunk per word, as fast as the demo model can send them
