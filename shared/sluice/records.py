@@ -2,15 +2,24 @@
 
 The record is the truth about a task's state (cancel is decided here); every writer reads a revision, computes
 the new record and writes it conditioned on that revision, retrying when another writer got there first.
+
+NATS errors are translated here: a request JetStream cannot answer for the moment (a leader election of the
+bucket's stream, a reconnect) is sent again until `deadline_s`, then fails as `Unavailable`. Resending is safe: a
+write whose answer was lost is recognised on the retry (the bucket already holds exactly what we wrote).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from sluice.clock import now_iso
 from sluice.errors import NotFound, Unavailable
@@ -20,14 +29,30 @@ from sluice.ids import parse_task_id
 __all__ = ["TaskStore"]
 
 _CAS_ATTEMPTS = 20
+# JetStream cannot answer right now (no leader yet, no responders, a reconnect): worth asking again.
+_NOT_YET = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+T = TypeVar("T")
 
 
 class TaskStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, deadline_s: float = 30.0) -> None:
         self.kv = kv
+        self.deadline_s = deadline_s
 
     async def create(self, record: TaskRecord) -> None:
-        await self.kv.create(parse_task_id(record.id), encode(record))
+        key, payload = parse_task_id(record.id), encode(record)
+        try:
+            await self._patiently(f"creating task {key}", lambda: self.kv.create(key, payload))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            if not await self._holds(key, payload):  # else: our own create, whose answer was lost
+                raise
 
     async def get(self, task_id: str) -> TaskRecord:
         record, _ = await self._get(task_id)
@@ -40,8 +65,9 @@ class TaskStore:
             return None
 
     async def _get(self, task_id: str) -> tuple[TaskRecord, int]:
+        key = parse_task_id(task_id)
         try:
-            entry = await self.kv.get(parse_task_id(task_id))
+            entry = await self._patiently(f"reading task {key}", lambda: self.kv.get(key))
         except nats.js.errors.KeyNotFoundError:
             raise NotFound("task_not_found", f"no task {task_id}") from None
         if entry.value is None or entry.revision is None:
@@ -59,10 +85,14 @@ class TaskStore:
             if after is None:
                 return before, before
             after.updated_at = now_iso()
+            payload = encode(after)
             try:
-                await self.kv.update(task_id, encode(after), last=revision)
+                write = functools.partial(self.kv.update, task_id, payload, last=revision)
+                await self._patiently(f"updating task {task_id}", write)
                 return before, after
             except nats.js.errors.KeyWrongLastSequenceError:
+                if await self._holds(task_id, payload):  # our write landed; only its answer was lost
+                    return before, after
                 continue
         raise Unavailable("record_contention", f"task {task_id} record changed {_CAS_ATTEMPTS} times under us")
 
@@ -71,8 +101,34 @@ class TaskStore:
         digest = hashlib.sha256(key.encode()).hexdigest()[:48]
         entry_key = f"idem.{digest}"
         try:
-            await self.kv.create(entry_key, task_id.encode())
+            await self._patiently("claiming an idempotency key", lambda: self.kv.create(entry_key, task_id.encode()))
             return task_id
         except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await self.kv.get(entry_key)
+            entry = await self._patiently("reading an idempotency key", lambda: self.kv.get(entry_key))
             return (entry.value or b"").decode()
+
+    async def _holds(self, key: str, payload: bytes) -> bool:
+        """Does the bucket hold exactly `payload` under `key` now?"""
+        try:
+            entry = await self._patiently(f"reading {key}", lambda: self.kv.get(key))
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        return entry.value == payload
+
+    async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """`request()`, sent again while JetStream cannot answer yet, until `deadline_s`; NATS failures that remain
+        become `Unavailable`. Answers (not found, wrong revision) pass through for the caller to decide."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_NOT_YET),
+                wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+                stop=stop_after_delay(self.deadline_s),
+                reraise=True,
+            ):
+                with attempt:
+                    return await request()
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
+            raise
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable("nats_unavailable", f"{what}: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable: tenacity returns or raises")
