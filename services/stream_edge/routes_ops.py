@@ -1,12 +1,15 @@
-"""Operations: liveness, readiness, Prometheus metrics."""
+"""Operations: liveness, readiness, Prometheus metrics.
+
+Unlike the `/v1` routes, these ignore query parameters: probes and scrapers add their own (cache busters,
+`?name[]=` filters), and a probe that gets 400 takes a healthy edge out of service.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from sluice.errors import Unavailable
-from stream_edge.deps import only_query
 from stream_edge.errors import error_response
 from stream_edge.metrics import CONTENT_TYPE_LATEST, EdgeMetrics
 from stream_edge.openapi import error_responses
@@ -14,7 +17,7 @@ from stream_edge.runtime import EdgeRuntime
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(only_query())])
+router = APIRouter(tags=["operations"])
 
 _OK = b'{"status":"ok"}'
 

@@ -31,6 +31,11 @@ async def test_healthz_and_readyz_answer_ok(edge: EdgeUnderTest) -> None:
     assert ready.status_code == 200 and ready.json() == {"status": "ok"}
 
 
+async def test_probes_and_scrapes_ignore_query_parameters_they_add(edge: EdgeUnderTest) -> None:
+    for path in ("/healthz?nocache=1", "/readyz?x=1&x=2", "/metrics?name[]=sluice_streams_active"):
+        assert (await edge.client.get(path)).status_code == 200, path
+
+
 async def test_readyz_is_503_while_nats_is_down_and_recovers(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         config = CommonConfig(nats_urls=(server.url,), ack_wait_s=3.0)
