@@ -38,6 +38,11 @@ from stream_edge.settings import EdgeSettings
 
 __all__ = ["HubFactory", "create_app", "default_hub", "edge_routers"]
 
+# How long a request waits for the task bucket: long enough to ride out a leader election, short enough that a
+# person (or a load balancer) gets a 503 with Retry-After while NATS is down, not a hung request. Runners, which
+# answer no one, wait longer.
+RECORD_DEADLINE_S = 3.0
+
 log = logging.getLogger(__name__)
 
 HubFactory = Callable[[Bus, EdgeSettings], StreamHubLike]
@@ -84,7 +89,7 @@ def create_app(
         try:
             if own_bus:
                 await provision(active.js, settings.common)
-            store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET))
+            store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
             hub = make_hub(active, settings)
             edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=TaskService(active, store), hub=hub)
             await hub.start()
