@@ -3,7 +3,8 @@
     python -m bench.loadgen fanout URL TASKS C     C SSE clients per task (TASKS comma-separated); prints READY
                                                    when all are streaming; on `STOP {"task": last_n, ...}` on stdin
                                                    waits for the tails and prints a JSON report
-    python -m bench.loadgen idle URL N PREFIX      N idle SSE clients of tasks PREFIX0..N-1; READY, then STOP
+    python -m bench.loadgen idle URL N PREFIX [K]  N idle SSE clients of tasks PREFIX0..N-1 (or of K tasks,
+                                                   round robin); READY, then STOP
     python -m bench.loadgen replay URL TASK AFTER  one client, follow=false: events, seconds, ids in order
 
 Events carry `"text":"<n>:<publish time>"`: the client checks n (no gap, no duplicate) and measures latency from
@@ -139,10 +140,10 @@ async def fanout(url: str, tasks: list[str], per_task: int) -> None:
             c.transport.close()
 
 
-async def idle(url: str, count: int, prefix: str) -> None:
+async def idle(url: str, count: int, prefix: str, tasks: int) -> None:
     clients = []
     for i in range(count):
-        clients.append(await _connect(url, f"/t/{prefix}{i:06d}", False))
+        clients.append(await _connect(url, f"/t/{prefix}{i % tasks:06d}", False))
         if i % 200 == 199:
             await asyncio.gather(*(c.started for c in clients))
     statuses = await asyncio.gather(*(c.started for c in clients))
@@ -203,7 +204,7 @@ def main() -> None:
     if mode == "fanout":
         asyncio.run(fanout(url, rest[0].split(","), int(rest[1])))
     elif mode == "idle":
-        asyncio.run(idle(url, int(rest[0]), rest[1]))
+        asyncio.run(idle(url, int(rest[0]), rest[1], int(rest[2]) if len(rest) > 2 else int(rest[0])))
     elif mode == "replay":
         asyncio.run(replay(url, rest[0], int(rest[1])))
     else:

@@ -100,9 +100,10 @@ def nats_server() -> Iterator[Proc]:
 
 @contextlib.contextmanager
 def start_edge(kind: str, nats_url: str, *extra: str) -> Iterator[Proc]:
-    """`kind`: "sluice" (bench/sluice_edge.py) or "baseline" (bench/baseline_edge.py), each under uvicorn."""
+    """`kind`: "sluice" (bench/sluice_edge.py), "baseline" (bench/baseline_edge.py) or "floor"
+    (bench/floor_edge.py), each under uvicorn."""
     port = free_port()
-    module = {"sluice": "bench.sluice_edge", "baseline": "bench.baseline_edge"}[kind]
+    module = {"sluice": "bench.sluice_edge", "baseline": "bench.baseline_edge", "floor": "bench.floor_edge"}[kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     popen = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), "--nats", nats_url, *extra], env=env, cwd=ROOT

@@ -14,7 +14,6 @@ from starlette.responses import PlainTextResponse, Response
 
 from sluice.bus import connect
 from sluice.config import CommonConfig
-from sluice.provision import provision
 from stream_edge.streaming import StreamHub, StreamSettings
 
 
@@ -23,9 +22,9 @@ def build(nats_url: str, profile: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        config = CommonConfig(nats_urls=(nats_url,))
-        bus = await connect(config, name="bench-sluice-edge")
-        await provision(bus.js, config)
+        # The orchestrator provisioned the streams (and raised the stream's consumer limit, which provisioning
+        # would reset): this process only connects, as the baseline does.
+        bus = await connect(CommonConfig(nats_urls=(nats_url,)), name="bench-sluice-edge")
         hub = StreamHub(bus, StreamSettings(max_streams=100_000))
         await hub.start()
         state["hub"] = hub

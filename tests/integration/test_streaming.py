@@ -345,3 +345,31 @@ async def test_a_long_history_is_caught_up_through_a_short_lived_consumer_withou
             return not [c for c in infos if f"catch-up of task {task_id}" in (c.config.description or "")]
 
         await eventually(catch_up_consumers, what="the catch-up consumers deleted")
+
+
+async def test_at_the_streams_consumer_limit_a_feed_polls_then_takes_a_consumer_when_one_is_free(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_edge.streaming import feed as feed_module
+    from stream_edge.streaming.link import Link
+
+    monkeypatch.setattr(feed_module, "POLL_UPGRADE_S", 0.2)
+    real_create = Link.create_consumer
+    full = True
+
+    async def create_consumer(self: Link, name: str, task_id: str, start_seq: int, purpose: str) -> None:
+        if full and purpose == "feed":
+            raise Unavailable("consumer_limit", "maximum consumers limit reached")
+        await real_create(self, name, task_id, start_seq, purpose)
+
+    monkeypatch.setattr(Link, "create_consumer", create_consumer)
+    task_id = new_task_id()
+    first = await publish(bus, task_id, ["task.submitted"])
+    async with serving_hub(bus, FAST) as edge:
+        reader = asyncio.create_task(read_stream(edge.events_url(task_id), timeout_s=30))
+        await eventually(lambda: _async(edge.hub.stats["feeds_polling"] == 1), what="the feed polling")
+        middle = await publish(bus, task_id, ["llm.delta", "llm.delta"], start=1)
+        full = False
+        await eventually(lambda: _async(edge.hub.stats["feeds_polling"] == 0), what="a consumer taken")
+        last = await publish(bus, task_id, ["llm.delta", "task.completed"], start=3)
+        assert ids((await reader).events) == first + middle + last

@@ -29,6 +29,7 @@ from sluice import subjects
 from sluice.errors import Unavailable
 from stream_edge.streaming import frames
 from stream_edge.streaming.link import AckFields, Link
+from stream_edge.streaming.reader import LogReader
 
 if TYPE_CHECKING:
     from stream_edge.streaming.hub import StreamHub
@@ -51,6 +52,10 @@ MAX_CHUNK_BYTES = 256 * 1024
 # instead of one per event, so a feed costs at most ~1/WAKE_PER_CLIENT_S sends a second however many read it.
 WAKE_PER_CLIENT_S = 0.001
 WAKE_MAX_S = 0.020
+# When the stream allows no more consumers (JetStream's per-stream limit): poll the log this often, and try for a
+# consumer again this often.
+POLL_INTERVAL_S = 0.25
+POLL_UPGRADE_S = 5.0
 # Pull requests: size, how long one stays parked, its idle heartbeat; three silent heartbeats = consumer gone.
 FEED_BATCH = 1000
 FEED_EXPIRES_S = 30.0
@@ -93,9 +98,9 @@ class _Request:
 class Feed:
     __slots__ = (
         "_base", "_check_at", "_connecting", "_consumer", "_cum", "_cum_base", "_encoded", "_joined", "_last_wake",
-        "_linger", "_next_dseq", "_outstanding", "_payloads", "_requests", "_reset_again", "_seqs", "_total",
-        "_types", "_waiting", "_wake_handle", "closed", "connected", "connects", "ended", "hub", "last_activity",
-        "last_seq", "link", "start_seq", "subs", "task_id", "trimmed_through",
+        "_linger", "_next_dseq", "_outstanding", "_payloads", "_polling", "_requests", "_reset_again", "_seqs",
+        "_total", "_types", "_waiting", "_wake_handle", "closed", "connected", "connects", "ended", "hub",
+        "last_activity", "last_seq", "link", "start_seq", "subs", "task_id", "trimmed_through",
     )  # fmt: skip
 
     def __init__(self, hub: StreamHub, link: Link, task_id: str, start_seq: int) -> None:
@@ -130,6 +135,7 @@ class Feed:
         self._outstanding = 0
         self._connecting = False
         self._reset_again = False
+        self._polling = False
         self._linger: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ coverage and attachment
@@ -255,9 +261,12 @@ class Feed:
             self.request_reset()
             return
         self._next_dseq = dseq + 1
+        self.append(seq, frames.type_bytes(subjects.event_type_of(subject)), payload)
+
+    def append(self, seq: int, type_b: bytes, payload: bytes) -> None:
+        """One more event, if it is the next one (from the consumer, or from polling)."""
         if seq <= self.last_seq or self.ended:
             return
-        type_b = frames.type_bytes(subjects.event_type_of(subject))
         self._seqs.append(seq)
         self._types.append(type_b)
         self._payloads.append(payload)
@@ -309,8 +318,16 @@ class Feed:
                 try:
                     await self.link.create_consumer(name, self.task_id, self.last_seq + 1, "feed")
                 except Unavailable as exc:
-                    log.warning("feed of task %s: %s; retrying", self.task_id, exc.message)
                     self._drop_consumer()
+                    if exc.code == "consumer_limit":
+                        # The stream allows no more consumers: follow by polling until one is free.
+                        if not self._polling:
+                            log.warning("feed of task %s polls: %s", self.task_id, exc.message)
+                            self._polling = True
+                            self.hub.spawn(self._poll())
+                        await asyncio.sleep(POLL_UPGRADE_S)
+                        continue
+                    log.warning("feed of task %s: %s; retrying", self.task_id, exc.message)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
@@ -319,12 +336,39 @@ class Feed:
                     self._drop_consumer()
                     continue
                 self.connected = True
+                self._polling = False
                 self.last_activity = self.hub.now
                 self.connects += 1
                 await self._pull()
                 return
         finally:
             self._connecting = False
+
+    async def _poll(self) -> None:
+        """Degraded mode without a consumer: read the log from the last seq every POLL_INTERVAL_S."""
+        wake = asyncio.Event()
+        reader = LogReader(self.link, self.task_id, wake.set)
+        try:
+            while self._polling and not self.closed and not self.ended:
+                reader.start(self.last_seq)
+                while self._polling and not reader.exhausted and reader.error is None:
+                    batch = reader.take()
+                    if batch is None:
+                        wake.clear()
+                        await reader.request()
+                        if not reader.has_batch and not reader.exhausted and reader.error is None:
+                            await wake.wait()
+                        continue
+                    for seq, type_b, payload in zip(batch.seqs, batch.types, batch.payloads, strict=True):
+                        self.append(seq, type_b, payload)
+                self.last_activity = self.hub.now
+                await asyncio.sleep(POLL_INTERVAL_S)
+        finally:
+            reader.close()
+
+    @property
+    def polling(self) -> bool:
+        return self._polling
 
     def check_alive(self, now: float) -> None:
         """Called by the hub's ticker: a consumer silent for three heartbeats is gone."""

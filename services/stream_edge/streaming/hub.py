@@ -241,4 +241,5 @@ class StreamHub:
         figures["active_streams"] = len(self._streams)
         figures["active_feeds"] = len(self.feeds)
         figures["feed_subscribers"] = sum(len(feed.subs) for feed in self.feeds.values())
+        figures["feeds_polling"] = sum(feed.polling for feed in self.feeds.values())
         return figures

@@ -40,6 +40,7 @@ _FETCH = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS_STREAM}."
 _INACTIVE_THRESHOLD_S = 60.0
 _API_TIMEOUT_S = 3.0
 _NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, TimeoutError, OSError)
+CONSUMER_LIMIT = 10026  # JetStream: "maximum consumers limit reached" (nats-server 2.15 defaults to 1000/stream)
 
 AckFields = tuple[str, int, int, int]  # consumer name, stream seq, consumer seq, pending
 
@@ -174,7 +175,8 @@ class Link:
             async with self._api:
                 await self.bus.js.add_consumer(subjects.EVENTS_STREAM, config, timeout=_API_TIMEOUT_S)
         except nats.js.errors.APIError as exc:
-            raise Unavailable("nats_error", f"creating the {purpose} of task {task_id}: {exc.description}") from exc
+            code = "consumer_limit" if exc.err_code == CONSUMER_LIMIT else "nats_error"
+            raise Unavailable(code, f"creating the {purpose} of task {task_id}: {exc.description}") from exc
         except _NATS_ERRORS as exc:
             raise Unavailable("nats_unavailable", f"creating the {purpose} of task {task_id}: {exc!r}") from exc
 
