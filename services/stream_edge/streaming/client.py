@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from sluice import subjects
 from sluice.clock import now_iso
 from sluice.errors import Unavailable
-from sluice.eventlog import oldest_event, read_log
+from sluice.eventlog import oldest_event
 from sluice.events import TERMINAL_TYPES, StreamGap, StreamGapData, TaskRecord, TaskSnapshot, encode
 from sluice.ids import parse_event_id
 from stream_edge.streaming import frames
@@ -131,10 +132,11 @@ class ClientStream:
             self.hub.counters.gaps_served += 1
 
     async def _check_past_terminal(self, after: int) -> None:
-        """Nothing after `after`: if `after` is the task's terminal event, there never will be — end at once."""
-        async for entry in read_log(self.hub.bus, self.task_id, after=after - 1, batch=1):
-            self._end_at_once = entry.seq == after and entry.type in TERMINAL_TYPES
-            break
+        """Nothing after `after`: if `after` is the task's terminal event, there never will be — end at once.
+        (Asked of the stream leader: a lagging replica could hide the terminal event and hold the stream open.)"""
+        subject = await self.hub.link.subject_at(after)
+        if subject is not None and subjects.task_id_of(subject) == self.task_id:
+            self._end_at_once = subjects.event_type_of(subject) in TERMINAL_TYPES
 
     def _snapshot_frame(self, record: TaskRecord) -> bytes:
         event_id = record.last_event_id or "0"

@@ -196,6 +196,18 @@ class Link:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def subject_at(self, seq: int) -> str | None:
+        """The subject of the message with this seq, asked of the stream leader; None if there is none."""
+        try:
+            msg = await self.bus.js.get_msg(subjects.EVENTS_STREAM, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.js.errors.APIError as exc:
+            raise Unavailable("nats_error", f"reading event {seq}: {exc.description}") from exc
+        except _NATS_ERRORS as exc:
+            raise Unavailable("nats_unavailable", f"reading event {seq}: {exc!r}") from exc
+        return msg.subject
+
     async def next_seq_consistent(self, task_id: str, after: int) -> int | None:
         """The seq of the task's first event after `after`, asked of the stream leader (direct gets may be answered
         by a replica that lags); None if there is none."""
