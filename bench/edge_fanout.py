@@ -240,30 +240,42 @@ async def part_fanout(bus: Bus, nats: Proc, args: argparse.Namespace) -> None:
     print("\n(1) fan-out, publisher → JetStream → edge → load generator\n" + table(rows, FANOUT_HEADER), flush=True)
 
 
+def why_over(r: FanoutResult) -> str:
+    if r.gaps or r.dups or r.missing:
+        return f"gap/dup/miss {r.gaps}/{r.dups}/{r.missing}"
+    if r.achieved < 0.9 * r.rate:
+        return f"publisher reached {r.achieved:.0f}/s of {r.rate:.0f}"
+    return f"p99 {r.p99_ms:.0f} ms at {r.rate:.0f}/s (edge CPU {r.cpu['edge']:.0f}%)"
+
+
 async def capacity(
     bus: Bus, edge: Proc, nats: Proc, tasks_n: int, clients: int, args: argparse.Namespace
-) -> tuple[float, FanoutResult | None, list[list[str]]]:
-    rows: list[list[str]] = []
+) -> tuple[float, FanoutResult | None, str]:
     best: FanoutResult | None = None
+    stopped = f"held up to --max-rate {args.max_rate:.0f}"
     rate = args.start_rate
     failed_at: float | None = None
-    while rate <= args.max_rate:
+
+    async def step(rate: float) -> FanoutResult:
         result = await fanout(bus, edge, nats, tasks_n, clients, rate, args.step)
-        rows.append(fanout_row("", f"{tasks_n}×{clients}", result))
-        print("  " + " | ".join(rows[-1]) + ("" if result.ok else "  ← over"), flush=True)
+        row = fanout_row("", f"{tasks_n}×{clients}", result)
+        print("  " + " | ".join(row) + ("" if result.ok else "  ← over"), flush=True)
+        return result
+
+    while rate <= args.max_rate:
+        result = await step(rate)
         if not result.ok:
-            failed_at = rate
+            failed_at, stopped = rate, why_over(result)
             break
         best = result
         rate *= 2
     if best is not None and failed_at is not None and failed_at > best.rate * 1.3:
-        mid = (best.rate + failed_at) / 2
-        result = await fanout(bus, edge, nats, tasks_n, clients, mid, args.step)
-        rows.append(fanout_row("", f"{tasks_n}×{clients}", result))
-        print("  " + " | ".join(rows[-1]) + ("" if result.ok else "  ← over"), flush=True)
+        result = await step((best.rate + failed_at) / 2)
         if result.ok:
             best = result
-    return (best.rate if best else 0.0), best, rows
+        else:
+            stopped = why_over(result)
+    return (best.rate if best else 0.0), best, stopped
 
 
 async def part_capacity(bus: Bus, nats: Proc, args: argparse.Namespace) -> None:
@@ -273,15 +285,18 @@ async def part_capacity(bus: Bus, nats: Proc, args: argparse.Namespace) -> None:
         with start_edge(kind, nats.url) as edge:
             for tasks_n, clients in ((10, 10), (100, 1)):
                 print(f"  capacity {kind} {tasks_n}×{clients}", flush=True)
-                rate, best, _ = await capacity(bus, edge, nats, tasks_n, clients, args)
+                rate, best, stopped = await capacity(bus, edge, nats, tasks_n, clients, args)
                 found[(kind, f"{tasks_n}×{clients}")] = rate
                 summary.append([
                     kind, f"{tasks_n}×{clients}", f"{rate:.0f}", f"{(best.delivered_per_s if best else 0):.0f}",
                     f"{best.p99_ms:.1f}" if best else "-", f"{best.cpu['edge']:.0f}%" if best else "-",
-                    f"{edge_us_per_event(best):.1f}" if best else "-",
+                    f"{edge_us_per_event(best):.1f}" if best else "-", stopped,
                 ])  # fmt: skip
     print("\n(2) capacity: the highest published rate with p99 ≤ 100 ms and no gap/dup/miss", flush=True)
-    print(table(summary, ["edge", "T×C", "published ev/s", "delivered ev/s", "p99 ms", "edge CPU", "µs/event"]))
+    header = ["edge", "T×C", "published ev/s", "delivered ev/s", "p99 ms", "edge CPU", "µs/event", "next step over"]
+    print(table(summary, header))
+    print("  (the publisher, NATS, the load generator and the edge share this machine's CPUs: when the next step is")
+    print("   over because the publisher fell short, the figure is a floor for the edge, not its ceiling)")
     for shape in ("10×10", "100×1"):
         base, ours = found.get(("baseline", shape), 0), found.get(("sluice", shape), 0)
         ratio = f"{ours / base:.1f}×" if base else "n/a (baseline held no step)"
@@ -389,9 +404,6 @@ async def part_replay(args: argparse.Namespace) -> None:
 
 
 async def part_ceiling(args: argparse.Namespace) -> None:
-    from stream_edge.streaming.link import Link
-    from stream_edge.streaming.reader import LogReader
-
     size = 100_000
     with nats_server() as nats:
         bus = await _bus(nats.url)
@@ -413,32 +425,51 @@ async def part_ceiling(args: argparse.Namespace) -> None:
             push_rate = size / (time.perf_counter() - started)
             await sub.unsubscribe()
 
-            link = Link(bus)
-            await link.start()
-            wake = asyncio.Event()
-            reader = LogReader(link, task_id, wake.set)
-            reader.start(0)
-            got = 0
-            started = time.perf_counter()
-            while not reader.exhausted or reader.has_batch:
-                batch = reader.take()
-                await reader.request()
-                if batch is None:
-                    if reader.exhausted:
-                        break
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                got += len(batch)
-            direct_rate = got / (time.perf_counter() - started)
-            await link.stop()
+            from stream_edge.streaming import natsfast
+
+            natsfast.install(bus.nc)  # as StreamHub.start does
+            direct_rate = await _drain_reader(bus, task_id, bulk=False)
+            reader_rate = await _drain_reader(bus, task_id, bulk=True)
         finally:
             await bus.close()
     print("\n(5) the NATS client alone (nats-py, no HTTP), 100k stored events of one task")
     print(table([
-        ["ordered push consumer (js.subscribe ordered_consumer=True), drained", f"{push_rate:.0f}"],
-        ["engine's catch-up reader (batched direct get, one batch ahead)", f"{direct_rate:.0f}"],
+        ["ordered push consumer (js.subscribe ordered_consumer=True), drained, stock nats-py", f"{push_rate:.0f}"],
+        ["engine's catch-up reader, direct gets only (batched, one batch ahead)", f"{direct_rate:.0f}"],
+        ["engine's catch-up reader as used (direct get, then a pull consumer)", f"{reader_rate:.0f}"],
     ], ["what", "events/s"]))  # fmt: skip
+
+
+async def _drain_reader(bus: Bus, task_id: str, *, bulk: bool) -> float:
+    from stream_edge.streaming import reader as reader_module
+    from stream_edge.streaming.link import Link
+
+    saved = reader_module.BULK_AFTER
+    reader_module.BULK_AFTER = saved if bulk else 1 << 62
+    link = Link(bus)
+    await link.start()
+    try:
+        wake = asyncio.Event()
+        reader = reader_module.LogReader(link, task_id, wake.set)
+        reader.start(0)
+        got = 0
+        started = time.perf_counter()
+        while True:
+            batch = reader.take()
+            if batch is None:
+                if reader.exhausted or reader.error is not None:
+                    break
+                wake.clear()
+                await reader.request()
+                if not reader.has_batch and not reader.exhausted:
+                    await wake.wait()
+                continue
+            await reader.request()
+            got += len(batch)
+        return got / (time.perf_counter() - started)
+    finally:
+        reader_module.BULK_AFTER = saved
+        await link.stop()
 
 
 # ---------------------------------------------------------------------- main

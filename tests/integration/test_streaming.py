@@ -142,6 +142,23 @@ async def test_live_and_late_joiners_at_the_seam_get_no_gap_and_no_duplicate(bus
     assert edge.hub.counters.feeds_created >= 1
 
 
+async def test_a_joiner_near_the_head_is_served_from_the_feeds_ring_without_reading_jetstream(bus: Bus) -> None:
+    task_id = new_task_id()
+    first = await publish(bus, task_id, ["task.submitted"])
+    async with serving_hub(bus, FAST) as edge:
+        follower = asyncio.create_task(read_stream(edge.events_url(task_id)))
+        await eventually(lambda: _async(edge.hub.stats["feed_subscribers"] == 1), what="a live follower")
+        more = await publish(bus, task_id, ["llm.delta"] * 5, start=1)
+        await eventually(lambda: _async(edge.hub.stats["events_delivered"] >= 6), what="the follower served")
+        replays = edge.hub.counters.catchup_replays
+        joiner = asyncio.create_task(read_stream(edge.events_url(task_id), last_event_id=str(more[2])))
+        await eventually(lambda: _async(edge.hub.stats["feed_subscribers"] == 2), what="the joiner on the feed")
+        assert edge.hub.counters.catchup_replays == replays  # no JetStream read for it
+        end = await publish(bus, task_id, ["task.completed"], start=6)
+        assert ids((await joiner).events) == more[3:] + end
+        assert ids((await follower).events) == first + more + end
+
+
 async def test_late_joiner_after_the_terminal_event_gets_everything_and_the_stream_ends(
     bus: Bus, edge: HubUnderTest
 ) -> None:
