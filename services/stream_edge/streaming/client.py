@@ -3,7 +3,7 @@
     prepare()   before the response exists (errors here are HTTP errors): the first catch-up batch, stream.gap,
                 task.snapshot, "already past the terminal event"
     run()       the response: headers, then the pump; a watcher task hears the client disconnect
-    pump        catch-up from JetStream (batched direct get) → join the task's feed at the seam → follow it
+    pump        catch-up from JetStream (reader.py) → join the task's feed at the seam → follow it (feed.py)
 
 Cancellation paths: the client disconnects → the watcher marks the stream closed and wakes the pump (a send
 blocked on a full socket is released by uvicorn's connection_lost). The client falls too far behind, or the hub

@@ -233,12 +233,14 @@ class Feed:
                 self._outstanding -= request.due
                 self._requests.remove(request)
                 break
+        if status in ("408", "404"):  # expired: park another if fewer than half a batch is still asked for
+            if self._outstanding < FEED_BATCH // 2:
+                await self._pull()
+            return
+        # 409 (consumer deleted, leadership change, too many waiting requests…) or anything else: start afresh
         description = headers.get("Description", "")
-        if status in ("408", "404") or (status == "409" and "Consumer Deleted" not in description):
-            await self._pull()  # expired, or ended for a reason of its own: park another
-        else:
-            log.info("feed of task %s: request answered %s %s; re-creating", self.task_id, status, description)
-            self.request_reset()
+        log.info("feed of task %s: request answered %s %s; re-creating", self.task_id, status, description)
+        self.request_reset()
 
     async def _pull(self) -> None:
         """Parks one more request for FEED_BATCH deliveries."""
