@@ -321,7 +321,7 @@ async def idle_rss(nats: Proc, kind: str, count: int, tasks: int) -> list[str]:
             await asyncio.sleep(2.0)
             meter = CpuMeter({"edge": edge.pid})
             meter.start()
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(3.0)
             cpu = meter.stop()["edge"]
             after = rss_bytes(edge.pid)
             await tell(gen, "STOP")
@@ -521,7 +521,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--fanout", type=_shapes, default=_shapes("10x10x1000,10x10x5000"),
                         help="TxCxR,... (tasks x clients per task x published events/s)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per fan-out run")
-    parser.add_argument("--step", type=float, default=2.5, help="seconds per capacity step")
+    parser.add_argument("--step", type=float, default=2.0, help="seconds per capacity step")
     parser.add_argument("--start-rate", type=float, default=500.0)
     parser.add_argument("--max-rate", type=float, default=64_000.0)
     parser.add_argument("--idle", type=lambda s: [int(x) for x in s.split(",")], default=[1000])

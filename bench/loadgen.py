@@ -25,6 +25,11 @@ _EVENT_RE = re.compile(rb'"text": ?"(\d+):([0-9.]+)')
 _ID_RE = re.compile(rb"(?:^|\n)id: (\d+)\r?\n")
 
 
+def _response_ended(buf: bytes) -> bool:
+    """The last chunk of a chunked response has arrived (an event line is never just `0`)."""
+    return buf == b"0\r\n\r\n" or buf.endswith(b"\n0\r\n\r\n")
+
+
 def _last_boundary(buf: bytes) -> int:
     """The end of the last complete SSE event in `buf` (sse-starlette separates lines with \\r\\n), or -1."""
     lf, crlf = buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n")
@@ -64,7 +69,7 @@ class Client(asyncio.Protocol):
             if not self.started.done():
                 self.started.set_result(head.split(b"\r\n", 1)[0])
             buf = rest
-        if buf.endswith(b"\r\n0\r\n\r\n") or buf == b"0\r\n\r\n":
+        if _response_ended(buf):
             self.ended = True
         cut = _last_boundary(buf)
         if cut < 0:
@@ -174,7 +179,7 @@ async def replay(url: str, task: str, after: int) -> None:
         if first_at is None:
             first_at = time.perf_counter()
         block = tail + data
-        finished = block.endswith(b"\r\n0\r\n\r\n")
+        finished = _response_ended(block)
         cut = _last_boundary(block)
         tail = block[cut:] if cut >= 0 else block
         for match in _ID_RE.finditer(block[:cut] if cut >= 0 else b""):
