@@ -4,13 +4,20 @@ Every service calls `provision()` at start. JetStream's own create is idempotent
 several services starting at once agree. A stream that exists with other settings is updated where JetStream
 allows it (replicas, max age, duplicate window, direct get, subjects); a change it forbids (retention, storage)
 is reported as a `ProvisioningError` that says what differs and how to resolve it.
+
+A service may start before JetStream can answer: a cluster whose nodes are still meeting has no meta leader (and
+without a quorum never will), requests sent then go unanswered, and until as many servers as `replicas` have joined
+a replicated stream has "no suitable peers for placement". Provisioning is retried through these for `wait_s`,
+then fails (`Unavailable`, or `ProvisioningError` if there are still too few servers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -23,16 +30,29 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from sluice import subjects
 from sluice.config import CommonConfig
-from sluice.errors import ProvisioningError
+from sluice.errors import ProvisioningError, Unavailable
 
 __all__ = ["StreamSpec", "provision", "stream_specs"]
 
 log = logging.getLogger(__name__)
 STREAM_NAME_IN_USE = 10058
 CONSUMER_ALREADY_EXISTS = 10148
+NO_SUITABLE_PEERS = 10005  # fewer servers (yet) than replicas
+# JetStream cannot answer yet (no meta leader, no quorum, an election): worth asking again.
+NOT_YET = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+def _not_yet(exc: BaseException) -> bool:
+    return isinstance(exc, NOT_YET) or (isinstance(exc, nats.js.errors.APIError) and exc.err_code == NO_SUITABLE_PEERS)
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,8 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         await js.add_stream(want)
         return
     except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
         if exc.err_code != STREAM_NAME_IN_USE:
             raise ProvisioningError("stream_rejected", f"{want.name}: {exc.description}") from exc
     have = (await js.stream_info(want.name or "")).config
@@ -119,6 +141,8 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
     try:
         await js.update_stream(want)
     except nats.js.errors.APIError as exc:
+        if _not_yet(exc):
+            raise
         raise ProvisioningError("stream_update_refused", f"{want.name}: {exc.description}") from exc
     log.info("stream settings updated", extra={"stream": want.name})
 
@@ -127,10 +151,42 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfi
     try:
         await js.add_consumer(stream, cfg)
     except nats.js.errors.APIError as exc:
+        if _not_yet(exc):
+            raise
         raise ProvisioningError("consumer_rejected", f"{stream}/{cfg.durable_name}: {exc.description}") from exc
 
 
-async def provision(js: JetStreamContext, config: CommonConfig) -> None:
+async def provision(js: JetStreamContext, config: CommonConfig, *, wait_s: float = 30.0) -> None:
+    """Creates or reconciles everything; while JetStream cannot answer yet, tries again for `wait_s`."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_not_yet),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            stop=stop_after_delay(wait_s),
+            before_sleep=_log_not_ready,
+            reraise=True,
+        ):
+            with attempt:
+                await _provision_once(js, config)
+    except NOT_YET as exc:
+        raise Unavailable("jetstream_unavailable", f"JetStream did not answer for {wait_s:.0f}s: {exc!r}") from exc
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != NO_SUITABLE_PEERS:
+            raise
+        raise ProvisioningError(
+            "too_few_servers",
+            f"{exc.description} after {wait_s:.0f}s: SLUICE_REPLICAS={config.replicas} needs that many JetStream "
+            "servers in the cluster",
+        ) from exc
+
+
+def _log_not_ready(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    why = error.description if isinstance(error, nats.js.errors.APIError) else type(error).__name__
+    log.info("JetStream not ready (%s); provisioning again", why)
+
+
+async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
     for spec in stream_specs(config):
         await _ensure_stream(js, spec)
     for stream, cfg in consumer_configs(config):
@@ -152,6 +208,8 @@ async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> Non
             )
         )
     except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
         if exc.err_code != STREAM_NAME_IN_USE:
             raise ProvisioningError("bucket_rejected", f"{subjects.TASKS_BUCKET}: {exc.description}") from exc
         # Exists with other settings (another version, another replica count): keep it, say so.
