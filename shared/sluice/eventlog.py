@@ -6,18 +6,22 @@ sequence).
 
 Reading: `read_log` uses JetStream's batched direct get (`next_by_subj` on the task's subject filter), which
 costs the server no consumer and jumps straight to the task's messages however many other tasks share the
-stream.
+stream. With replicas, any replica answers a direct get, and a follower may not have applied the last write yet
+(it learns of the commit with the leader's next message): where the replicas' answer ends, the stream leader is
+asked whether anything follows, so an event whose publish was acknowledged before the read is always read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from sluice import subjects
@@ -29,7 +33,12 @@ from sluice.propagation import current_trace_id
 
 __all__ = ["EventWriter", "LogEntry", "follow_log", "oldest_event", "read_events", "read_log"]
 
+log = logging.getLogger(__name__)
+
 _DIRECT_GET = "$JS.API.DIRECT.GET." + subjects.EVENTS_STREAM
+# How long the stream leader gets to confirm the end of a read; without a leader (an election) the replicas' view
+# stands.
+_CONFIRM_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +81,13 @@ class EventWriter:
 
 
 async def read_log(
-    bus: Bus, task_id: str, *, after: int = 0, batch: int = 1000, timeout_s: float = 5.0
+    bus: Bus, task_id: str, *, after: int = 0, batch: int = 1000, timeout_s: float = 5.0, confirm_end: bool = True
 ) -> AsyncIterator[LogEntry]:
-    """Yields the task's events with sequence > `after` that exist now, in order, then stops."""
+    """Yields the task's events with sequence > `after` that exist now, in order, then stops.
+
+    `confirm_end`: when the direct gets (answered by any replica) find nothing more, ask the stream leader, and go
+    on from what it has. Without it, an event acknowledged just before the call may be missed on a replica that lags.
+    """
     filter_subject = subjects.events_of_task(task_id)
     inbox = bus.nc.new_inbox()
     sub = await bus.nc.subscribe(inbox)
@@ -83,7 +96,7 @@ async def read_log(
         while True:
             request = json.dumps({"seq": start, "next_by_subj": filter_subject, "batch": batch}).encode()
             await bus.nc.publish(_DIRECT_GET, request, reply=inbox)
-            last_seq = None
+            got = more = False
             while True:
                 try:
                     msg = await sub.next_msg(timeout=timeout_s)
@@ -92,23 +105,48 @@ async def read_log(
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status == "404":
-                    return
+                    break
                 if status == "204":  # end of this batch
-                    if headers.get("Nats-Num-Pending", "0") == "0" or last_seq is None:
-                        return
-                    start = last_seq + 1
+                    more = got and headers.get("Nats-Num-Pending", "0") != "0"
                     break
                 if status is not None:
                     raise Unavailable("nats_error", f"direct get answered {status} {headers.get('Description')}")
-                last_seq = int(headers["Nats-Sequence"])
+                seq = int(headers["Nats-Sequence"])
+                start, got = seq + 1, True
                 yield LogEntry(
-                    seq=last_seq,
+                    seq=seq,
                     type=subjects.event_type_of(headers["Nats-Subject"]),
                     payload=msg.data,
                     headers=headers,
                 )
+            if more:
+                continue
+            if not confirm_end:
+                return
+            entry = await _next_from_leader(bus, filter_subject, start)
+            if entry is None:
+                return
+            start = entry.seq + 1
+            yield entry
     finally:
         await sub.unsubscribe()
+
+
+async def _next_from_leader(bus: Bus, filter_subject: str, start: int) -> LogEntry | None:
+    """The first event at or after `start` on `filter_subject`, as the stream leader has it (not a direct get: only
+    the leader answers); None if there is none, or if no leader answers in time."""
+    leader_get = bus.nc.jetstream(timeout=_CONFIRM_TIMEOUT_S).get_msg  # not direct: only the leader answers
+    try:
+        msg = await leader_get(subjects.EVENTS_STREAM, seq=start, subject=filter_subject, next=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.debug("the end of a log read was not confirmed by the stream leader: %r", exc)
+        return None
+    seq = int(msg.seq or 0)
+    subject = msg.subject or ""
+    headers = {**(msg.headers or {}), "Nats-Sequence": str(seq), "Nats-Subject": subject}
+    return LogEntry(seq=seq, type=subjects.event_type_of(subject), payload=msg.data or b"", headers=headers)
 
 
 async def read_events(bus: Bus, task_id: str, *, after: int = 0) -> list[Event]:
