@@ -1,7 +1,9 @@
 """The NATS connection and JetStream publishing, with production settings and retries that are safe.
 
 A publish that times out (or meets no responders during a leader election or reconnect) is retried with the same
-`Nats-Msg-Id`, so JetStream drops the copy if the first attempt was in fact stored. NATS exceptions are translated
+`Nats-Msg-Id`, so JetStream drops the copy if the first attempt was in fact stored. While the first attempt is still
+being replicated (a leader that has lost its quorum), JetStream answers the retry "duplicate message id is in
+process": that is retried too, until the first attempt is stored or dropped. NATS exceptions are translated
 to `Unavailable` here and nowhere else.
 """
 
@@ -17,7 +19,13 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from sluice.config import CommonConfig
 from sluice.errors import Unavailable
@@ -36,6 +44,14 @@ RETRYABLE = (
     asyncio.TimeoutError,
 )
 MSG_ID = "Nats-Msg-Id"
+# JSStreamDuplicateMessageConflict: an earlier attempt with this msg id is still being proposed.
+DUPLICATE_IN_PROCESS = 10158
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == DUPLICATE_IN_PROCESS:
+        return True
+    return isinstance(exc, RETRYABLE)
 
 
 @dataclass
@@ -92,7 +108,7 @@ class Bus:
         hdrs[MSG_ID] = msg_id
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RETRYABLE),
+                retry=retry_if_exception(_worth_retrying),
                 wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
                 stop=stop_after_delay(self.publish_deadline_s),
                 reraise=True,
