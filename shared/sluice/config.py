@@ -94,6 +94,9 @@ class CommonConfig:
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     replicas: int = 1
     events_max_age_s: float = 7 * 86400.0
+    # Every edge holds one consumer per active task on SLUICE_EVENTS; nats-server's own default caps a stream at
+    # 1,000, which a few busy edges reach.
+    events_max_consumers: int = 100_000
     duplicate_window_s: float = 120.0
     # Ack wait of the work and tool consumers; runners extend it with in-progress acks while alive.
     ack_wait_s: float = 30.0
@@ -111,6 +114,7 @@ class CommonConfig:
             nats_urls=r.csv("SLUICE_NATS_URL") or ("nats://127.0.0.1:4222",),
             replicas=replicas,
             events_max_age_s=r.duration("SLUICE_EVENTS_MAX_AGE", "7d"),
+            events_max_consumers=r.integer("SLUICE_EVENTS_MAX_CONSUMERS", 100_000, minimum=1),
             ack_wait_s=r.duration("SLUICE_ACK_WAIT", "30s"),
             max_deliver=r.integer("SLUICE_MAX_DELIVER", 5, minimum=1),
             log_level=r.text("SLUICE_LOG_LEVEL", "INFO").upper(),

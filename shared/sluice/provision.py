@@ -76,6 +76,7 @@ def stream_specs(config: CommonConfig) -> list[StreamSpec]:
                 duplicate_window=config.duplicate_window_s,
                 discard=DiscardPolicy.OLD,
                 max_age=config.events_max_age_s if events else None,
+                max_consumers=config.events_max_consumers if events else None,
                 allow_direct=True if events else None,
             )
         )
@@ -90,10 +91,10 @@ def stream_specs(config: CommonConfig) -> list[StreamSpec]:
         stream(
             subjects.WORK_STREAM,
             "Sluice work queue: run or continue a task",
-            "sluice.run.>",
+            subjects.work_stream_subjects(),
             RetentionPolicy.WORK_QUEUE,
         ),
-        stream(subjects.TOOLS_STREAM, "Sluice tool calls", "sluice.tool.>", RetentionPolicy.WORK_QUEUE),
+        stream(subjects.TOOLS_STREAM, "Sluice tool calls", subjects.tool_stream_subjects(), RetentionPolicy.WORK_QUEUE),
     ]
 
 

@@ -28,8 +28,10 @@ __all__ = [
     "task_id_of",
     "tool_call",
     "tool_calls_all",
+    "tool_stream_subjects",
     "work",
     "work_all",
+    "work_stream_subjects",
 ]
 
 EVENTS_STREAM = "SLUICE_EVENTS"
@@ -84,6 +86,16 @@ def work(task_id: str) -> str:
 
 def work_all() -> str:
     return f"{WORK_PREFIX}.*"
+
+
+def work_stream_subjects() -> str:
+    """What SLUICE_WORK captures."""
+    return f"{WORK_PREFIX}.>"
+
+
+def tool_stream_subjects() -> str:
+    """What SLUICE_TOOLS captures."""
+    return f"{TOOL_PREFIX}.>"
 
 
 def tool_call(name: str, task_id: str) -> str:

@@ -32,6 +32,7 @@ async def test_provisioning_twice_and_from_five_concurrent_tasks(fresh_server) -
         info = await bus.js.stream_info(subjects.EVENTS_STREAM)
         assert info.config.allow_direct and info.config.duplicate_window >= 120
         assert info.config.max_age == pytest.approx(7 * 86400)
+        assert info.config.max_consumers == 100_000  # explicit: the server's default caps edges at 1,000 feeds
         consumer = await bus.js.consumer_info(subjects.WORK_STREAM, subjects.WORK_CONSUMER)
         assert consumer.config.filter_subject == "sluice.run.*"
         kv = await bus.js.key_value(subjects.TASKS_BUCKET)
