@@ -196,6 +196,13 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
 
 
 async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> None:
+    """The task-record bucket, read through its stream leader.
+
+    Direct gets may be answered by any replica, and a follower that has not applied a write just acknowledged
+    answers "no such task" for a task the edge created a moment ago (a 404 right after the 201). The record decides
+    cancel and state, so its reads must see every acknowledged write: direct gets stay off, also on a bucket an
+    earlier version created with them on.
+    """
     try:
         await js.create_key_value(
             KeyValueConfig(
@@ -205,7 +212,7 @@ async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> Non
                 replicas=config.replicas,
                 storage=StorageType.FILE,
                 ttl=config.events_max_age_s,
-                direct=True,
+                direct=False,
             )
         )
     except nats.js.errors.BadRequestError as exc:
@@ -213,5 +220,18 @@ async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> Non
             raise
         if exc.err_code != STREAM_NAME_IN_USE:
             raise ProvisioningError("bucket_rejected", f"{subjects.TASKS_BUCKET}: {exc.description}") from exc
+        await _turn_off_direct_reads(js)
         # Exists with other settings (another version, another replica count): keep it, say so.
         log.warning("task bucket exists with different settings; keeping it", extra={"detail": exc.description})
+
+
+async def _turn_off_direct_reads(js: JetStreamContext) -> None:
+    name = f"KV_{subjects.TASKS_BUCKET}"
+    stream = (await js.stream_info(name)).config
+    if stream.allow_direct:
+        stream.allow_direct = False
+        try:
+            await js.update_stream(stream)
+        except nats.js.errors.APIError as exc:
+            raise ProvisioningError("bucket_update_refused", f"{name}: {exc.description}") from exc
+        log.info("task bucket now reads through its leader", extra={"stream": name})

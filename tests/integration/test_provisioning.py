@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.api import KeyValueConfig, RetentionPolicy, StreamConfig
 
 from sluice import subjects
 from sluice.bus import connect
@@ -35,8 +35,8 @@ async def test_provisioning_twice_and_from_five_concurrent_tasks(fresh_server) -
         assert info.config.max_consumers == 100_000  # explicit: the server's default caps edges at 1,000 feeds
         consumer = await bus.js.consumer_info(subjects.WORK_STREAM, subjects.WORK_CONSUMER)
         assert consumer.config.filter_subject == "sluice.run.*"
-        kv = await bus.js.key_value(subjects.TASKS_BUCKET)
-        assert kv is not None
+        bucket = await bus.js.stream_info(f"KV_{subjects.TASKS_BUCKET}")
+        assert not bucket.config.allow_direct  # reads go to the leader: a record just written is always found
     finally:
         await bus.close()
 
@@ -50,6 +50,18 @@ async def test_changed_max_age_is_updated_in_place(fresh_server) -> None:  # typ
         await provision(bus.js, shorter)
         info = await bus.js.stream_info(subjects.EVENTS_STREAM)
         assert info.config.max_age == pytest.approx(3600)
+    finally:
+        await bus.close()
+
+
+async def test_a_bucket_created_with_direct_gets_is_switched_to_leader_reads(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,))
+    bus = await connect(config, name="t")
+    try:
+        await bus.js.create_key_value(KeyValueConfig(bucket=subjects.TASKS_BUCKET, history=2, direct=True))
+        await provision(bus.js, config)
+        bucket = await bus.js.stream_info(f"KV_{subjects.TASKS_BUCKET}")
+        assert not bucket.config.allow_direct
     finally:
         await bus.close()
 
