@@ -50,3 +50,26 @@ async def test_a_task_that_waits_now_gets_the_hint_on_stderr(capsys: pytest.Capt
         await eventually(hint_shown, what="the input hint on stderr")
         await task.release()
         assert await asyncio.wait_for(follower, 10) == EXIT_OK
+
+
+async def test_the_hint_appears_even_while_the_record_still_trails_the_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The runner publishes task.input_required before it updates the record: a record older than the request
+    means "not caught up yet", not "answered long ago"."""
+    async with standin_edge() as edge:
+        events = scripted_events(new_task_id(), ask="What is your name?")
+        asked = next(i for i, e in enumerate(events) if isinstance(e, TaskInputRequired))
+        task = edge.add_task(events, released=asked + 1)
+        task.record_lag = 1  # the record still says "working", from before the request
+        follower = asyncio.create_task(follow(edge.url, task.id))
+        seen: list[str] = []
+
+        async def hint_shown() -> bool:
+            seen.append(capsys.readouterr().err)
+            return HINT in "".join(seen)
+
+        await eventually(hint_shown, what="the input hint on stderr")
+        task.record_lag = 0
+        await task.release()
+        assert await asyncio.wait_for(follower, 10) == EXIT_OK

@@ -96,6 +96,8 @@ class RecordedTask:
     record: ev.TaskRecord
     events: list[ev.Event]
     released: int
+    # The record trails the visible log by this many events, as a runner's record update trails its event.
+    record_lag: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     # Each new stream connection pops the next entry: after that many events the connection is broken (the
     # response aborts mid-body, like an edge killed mid-stream). None: serve normally.
@@ -327,7 +329,7 @@ def _heartbeat(fmt: str) -> bytes:
 def _state_of(task: RecordedTask) -> ev.TaskRecord:
     """The record as the visible log implies it."""
     record = ev.TaskRecord(**{f: getattr(task.record, f) for f in task.record.__struct_fields__})
-    for event in task.visible:
+    for event in task.visible[: len(task.visible) - task.record_lag]:
         if isinstance(event, ev.TaskStarted | ev.TaskResumed):
             record.state = "working"
         elif isinstance(event, ev.TaskInputRequired):

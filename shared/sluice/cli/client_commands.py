@@ -208,7 +208,7 @@ class Session:
                     else:
                         self.view.update(update, self.transcript)
                     if update.kind == "input_required":
-                        await self._on_input_required(tasks)
+                        await self._on_input_required(tasks, int(served.event.id or 0))
                     elif update.kind in ("resumed", "end"):
                         self._stop_prompting()
             self._stop_prompting()
@@ -219,12 +219,17 @@ class Session:
         else:
             await self.live.tick()
 
-    async def _on_input_required(self, tasks: asyncio.TaskGroup) -> None:
+    async def _on_input_required(self, tasks: asyncio.TaskGroup, request_id: int) -> None:
         # A replayed request may have been answered since (or the task ended): ask only if the task still waits.
+        # The runner publishes the request before it updates the record, so a record older than the request has
+        # simply not caught up yet: the task waits. An answer or an end moves the record past the request.
         try:
-            waiting = (await self.client.get(self.task_id)).state == "input-required"
+            record = await self.client.get(self.task_id)
         except Unavailable:
             waiting = True  # cannot tell now; if it was answered meanwhile, the edge will say so
+        else:
+            caught_up = int(record.last_event_id or 0) >= request_id
+            waiting = record.state == "input-required" or (not record.terminal and not caught_up)
         if not waiting:
             return
         if not self.interactive:
