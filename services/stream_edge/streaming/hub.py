@@ -222,7 +222,11 @@ class StreamHub:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
-            self._tick()
+            try:
+                self._tick()
+            except Exception:
+                # A bug met by one stream or feed must not end the heartbeats and liveness checks of all of them.
+                log.exception("stream hub tick failed; ticking on")
 
     def _tick(self) -> None:
         now = self.now
