@@ -28,6 +28,7 @@ from pathlib import Path
 import openai
 
 from agent_runner.settings import DEFAULT_DELTA_WINDOW_MS
+from bench.procs import cpu_seconds, free_port
 from sluice import subjects
 from sluice.bus import Bus, connect
 from sluice.clock import now_iso
@@ -54,18 +55,6 @@ PACES_MS = ((0.0, "unpaced"), (5.0, "chunk/5ms"), (10.0, "chunk/10ms"), (25.0, "
 
 
 # ---------------------------------------------------------------- processes (self-contained: NATS, services, /proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
