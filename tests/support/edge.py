@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.responses import Response, StreamingResponse
 
 from sluice import subjects
 from sluice.bus import Bus
 from sluice.config import CommonConfig
-from sluice.eventlog import read_log
-from sluice.events import TERMINAL_TYPES, TaskRecord, encode
 from stream_edge.app import HubFactory, create_app
 from stream_edge.server import EdgeServer
 from stream_edge.settings import EdgeSettings
@@ -43,76 +40,8 @@ __all__ = [
     "collect_stream",
     "edge_process",
     "published",
-    "real_hub_available",
     "running_edge",
 ]
-
-
-def real_hub_available() -> bool:
-    try:
-        from stream_edge.streaming import StreamHub  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class ReplayHub:
-    """TEMPORARY stand-in for `stream_edge.streaming.StreamHub` while that is being built: replays the log with
-    direct gets and follows by re-reading it. Used only when the real hub cannot be imported."""
-
-    def __init__(self, bus: Bus, settings: EdgeSettings) -> None:
-        self.bus = bus
-        self.settings = settings
-        self.stopping = asyncio.Event()
-        self.counters: dict[str, int] = {"active_streams": 0, "events_delivered": 0}
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self.stopping.set()
-
-    @property
-    def stats(self) -> Mapping[str, int | float]:
-        return dict(self.counters)
-
-    async def open(
-        self, task_id: str, *, after: int, fmt: str, follow: bool = True, snapshot: TaskRecord | None = None
-    ) -> Response:
-        sse = fmt == "sse"
-
-        async def frames() -> AsyncIterator[bytes]:
-            self.counters["active_streams"] += 1
-            try:
-                if sse:
-                    yield b"retry: 2000\n\n"
-                last = after
-                while not self.stopping.is_set():
-                    async for entry in read_log(self.bus, task_id, after=last):
-                        event = entry.decode()
-                        body = encode(event)
-                        yield (
-                            (f"id: {entry.seq}\nevent: {entry.type}\ndata: ".encode() + body + b"\n\n")
-                            if sse
-                            else (body + b"\n")
-                        )
-                        self.counters["events_delivered"] += 1
-                        last = entry.seq
-                        if entry.type in TERMINAL_TYPES:
-                            return
-                    if not follow:
-                        return
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), timeout=0.05)
-            finally:
-                self.counters["active_streams"] -= 1
-
-        media = "text/event-stream; charset=utf-8" if sse else "application/x-ndjson"
-        return StreamingResponse(frames(), media_type=media, headers={"Cache-Control": "no-cache, no-transform"})
-
-
-def _test_hub_factory() -> HubFactory | None:
-    return None if real_hub_available() else ReplayHub
 
 
 @dataclass
@@ -140,7 +69,7 @@ async def running_edge(
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     settings = EdgeSettings(host="127.0.0.1", port=port, common=common_config, **overrides)
-    app = create_app(settings, bus, hub_factory=hub_factory or _test_hub_factory(), tracer_provider=tracer_provider)
+    app = create_app(settings, bus, hub_factory=hub_factory, tracer_provider=tracer_provider)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", ws="none",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
