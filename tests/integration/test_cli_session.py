@@ -8,10 +8,10 @@ import signal
 
 import pytest
 
-from sluice.cli.client_commands import EXIT_OK, Session
 from sluice.client.http import EdgeClient
 from sluice.events import TaskInputRequired
 from sluice.ids import new_task_id
+from sluice_cli.client_commands import EXIT_OK, Session
 from support.clients import scripted_events, standin_edge
 from support.waiting import eventually
 

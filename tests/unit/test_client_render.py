@@ -9,12 +9,12 @@ import pytest
 from rich.console import Console
 
 from sluice import events as ev
-from sluice.cli.render import PlainView, format_arguments, format_cost, format_duration, lines_for, status_line
-from sluice.cli.render_live import LiveView
 from sluice.client.errors import error_from_response, error_from_transport
 from sluice.client.transcript import Transcript
 from sluice.errors import Conflict, InvalidInput, NotFound, SluiceError, Unavailable
 from sluice.ids import new_task_id
+from sluice_cli.render import PlainView, format_arguments, format_cost, format_duration, lines_for, status_line
+from sluice_cli.render_live import LiveView
 from support.clients import scripted_events
 
 

@@ -14,7 +14,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from sluice.cli.main import build_parser  # noqa: E402 - after the importorskip
+from sluice_cli.main import build_parser  # noqa: E402 - after the importorskip
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

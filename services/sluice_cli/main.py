@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add("up", _service("sluice.cli.up"), "run everything on this machine: NATS, the demo model and every service")
+    add("up", _service("sluice_cli.up"), "run everything on this machine: NATS, the demo model and every service")
     add("edge", _service("stream_edge.main"), "run stream-edge (HTTP API, SSE/NDJSON streams)")
     add("agent-runner", _service("agent_runner.main"), "run an agent-runner")
     add("tool-runner", _service("tool_runner.main"), "run a tool-runner")
     add("demo-llm", _service("demo_llm.main"), "run the demo model server (OpenAI-compatible)")
     add("schema", _schema, "print the JSON Schema of every wire type")
-    from sluice.cli import client_commands
+    from sluice_cli import client_commands
 
     client_commands.register(sub)
     return parser

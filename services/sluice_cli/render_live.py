@@ -21,8 +21,8 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from sluice.cli.render import lines_for, running_tools, status_line
 from sluice.client.transcript import StepText, Transcript, Update
+from sluice_cli.render import lines_for, running_tools, status_line
 
 __all__ = ["LiveView"]
 

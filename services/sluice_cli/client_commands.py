@@ -24,14 +24,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sluice.cli.render import PlainView, input_prompt
-from sluice.cli.render_live import LiveView
 from sluice.client.http import EdgeClient, new_idempotency_key
 from sluice.client.settings import edge_url
 from sluice.client.transcript import Transcript, Update
 from sluice.errors import Conflict, InvalidInput, SluiceError, Unavailable
 from sluice.events import TaskInputRequiredData, TaskRecord
 from sluice.ids import is_task_id, parse_event_id
+from sluice_cli.render import PlainView, input_prompt
+from sluice_cli.render_live import LiveView
 
 __all__ = ["register"]
 
