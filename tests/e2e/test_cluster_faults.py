@@ -71,11 +71,14 @@ ENV = {"SLUICE_REPLICAS": "3", "SLUICE_RUNNER_CONCURRENCY": "8"}
 TOKENS_PER_S = "50"  # the demo model's pace: an answer streams for a few seconds
 STORY = "Tell me a long story about how rivers find the sea, the mountains they start in and the towns on their banks"
 CREW_TASK = "Design, build, review and document a tiny URL shortener"
-SLOWER = "[fault:slow:50]"  # this task's answer at 20 chunks/s: it is still streaming when the node goes
+# Every task of a node-loss test must still be running when the node goes: the demo model paces each reply so that
+# a task lasts well over 5 s from its first model call, far longer than it takes all of them to start.
+STORY_PACE = "[fault:slow:150]"  # ~80 words at 150 ms each: ~12 s of text
+TOOL_PACE = "[fault:slow:500]"  # the tool call, then a ~16-word answer at 500 ms each: ~9 s
 TASK_KINDS = [
-    ("assistant", f"{STORY} {SLOWER}"),
-    ("assistant", f"What is 17*23? {SLOWER}"),  # a tool call: SLUICE_TOOLS and the tool-runner in the path
-    ("dev-team", CREW_TASK),  # a crew: four stages, four model steps
+    ("assistant", f"{STORY} {STORY_PACE}"),
+    ("assistant", f"What is 17*23? {TOOL_PACE}"),  # a tool call: SLUICE_TOOLS and the tool-runner in the path
+    ("dev-team", CREW_TASK),  # a crew: four stages, four model steps of ~120 words each at TOKENS_PER_S: ~10 s
 ]
 
 
@@ -399,8 +402,8 @@ async def run_through_a_node_loss(
     ]
     reading = [asyncio.create_task(c.read(timeout_s=100)) for c in clients]
     try:
-        await eventually(lambda: _all_streaming(clients, reading), timeout_s=30, what="every task streaming")
         before = await leaders(bus.js)
+        await eventually(lambda: _all_started(clients, reading), timeout_s=30, what="every task's first model call")
         node_named(cluster, victim).kill()
         killed = time.monotonic()
         await asyncio.gather(*reading)
@@ -411,6 +414,8 @@ async def run_through_a_node_loss(
     finished_s = time.monotonic() - killed
     for client, (_agent, text) in zip(clients, kinds, strict=True):
         assert client.frames[-1].type == "task.completed", client.describe()
+        after_kill = sum(t > killed for t in client.arrivals)
+        assert after_kill > 1, f"task {client.task_id} was not mid-task when the node went: {client.describe()}"
         log = await assert_received_exactly_the_log(http, bus, edges[1], client)
         await assert_completed(http, edges[0], client.task_id, str(log[-1].id))
         if "17*23" in text:
@@ -423,10 +428,12 @@ async def run_through_a_node_loss(
         print(f"  {client.task_id}: longest silence {silence:.1f}s (to {at:.1f}s after the kill); {client.describe()}")
 
 
-async def _all_streaming(clients: list[ResumingClient], reading: list[asyncio.Task[None]]) -> bool:
-    """Every task is streaming its answer, and none has ended yet (the fault must come mid-task)."""
+async def _all_started(clients: list[ResumingClient], reading: list[asyncio.Task[None]]) -> bool:
+    """Every task's first model call has begun and none has ended: the fault comes mid-task. (Waiting for every
+    task to stream text at the same moment raced the short answers; a paced task lasts far longer than the time
+    between the first task's start and the last one's.)"""
     for client, task in zip(clients, reading, strict=True):
         if task.done():
             task.result()  # a reader that failed fails the wait now
-            raise AssertionError(f"task {client.task_id} ended before the fault; make it longer")
-    return all(deltas(c.frames) >= 1 for c in clients)
+            raise AssertionError(f"task {client.task_id} ended before the fault: {client.describe()}")
+    return all(any(f.type == "llm.started" for f in c.frames) for c in clients)

@@ -8,7 +8,8 @@
 - `wait_healthy`: every Sluice stream, the task bucket and both durable consumers have a leader and all their
   replicas current — the state to start a fault test from, and to get back to after a node restarts.
 - `ResumingClient`: an SSE client of one task that reconnects with `Last-Event-ID` — to the other edge — when its
-  stream breaks, the edge answers 503 or refuses the connection, or the test tells it to move.
+  stream breaks, the edge answers 503 or refuses the connection, or the test tells it to move. Any other answer
+  (a 404 or a 500 during a node loss) is a wrong answer: it fails the read (`WrongAnswer`), it is never retried.
 - `log_frames`: a task's whole log as a `follow=false` read serves it, once the log shows the terminal event.
 - `unstarted_cluster`: three clustered nodes that the test starts one by one (a cluster forming).
 """
@@ -47,6 +48,7 @@ __all__ = [
     "ClusterStack",
     "ResumingClient",
     "StreamBroken",
+    "WrongAnswer",
     "connected_node",
     "consumer_leader",
     "leaders",
@@ -250,7 +252,14 @@ def restarted_at_end(cluster: NatsCluster) -> Iterator[None]:
 
 
 class StreamBroken(Exception):
-    """The stream could not be opened or ended before the terminal event: a client reconnects."""
+    """The edge answered 503, or the stream ended before the terminal event: a client reconnects."""
+
+
+class WrongAnswer(AssertionError):
+    """The edge answered something a client must not retry (not 200, not 503): the test fails with it."""
+
+
+RECONNECT_STATUS = 503  # the one answer that means "this edge cannot serve now, try again (elsewhere)"
 
 
 @dataclass
@@ -291,12 +300,13 @@ class ResumingClient:
 
     async def read(self, *, until: Callable[[list[StreamFrame]], Any] | None = None, timeout_s: float = 60.0) -> None:
         """Reads until `until(frames)` holds (then drops the connection, as a client that goes away) or the terminal
-        event; a broken stream, a refused connection or a 503 makes it reconnect to the other edge."""
+        event; a broken stream, a refused connection or a 503 makes it reconnect to the other edge; any other status
+        raises `WrongAnswer`."""
         async with asyncio.timeout(timeout_s):
             while not self.ended and not (until is not None and until(self.frames)):
                 try:
                     await self._connection(until)
-                except (httpx.HTTPError, StreamBroken) as exc:
+                except (httpx.TransportError, StreamBroken) as exc:
                     self.connections[-1].outcome = f"broken: {type(exc).__name__}: {exc}"[:200]
                     self.move()
                     await asyncio.sleep(self.retry_s)
@@ -312,7 +322,11 @@ class ResumingClient:
         async with self.http.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
-                raise StreamBroken(f"{response.status_code} {response.text[:200]}")
+                answer = f"{response.status_code} {response.text[:200]}"
+                if response.status_code != RECONNECT_STATUS:
+                    conn.outcome = f"wrong answer: {answer}"
+                    raise WrongAnswer(f"{url} answered {answer}; connections: {self.describe()}")
+                raise StreamBroken(answer)
             reader = FrameReader(response)
             while (frame := await reader.next()) is not None:
                 self.frames.append(frame)
@@ -341,15 +355,19 @@ class ResumingClient:
 
 async def log_frames(http: httpx.AsyncClient, edge: str, task_id: str, *, timeout_s: float = 30.0) -> list[StreamFrame]:
     """The task's whole log, read with `follow=false` once it ends with the terminal event (a read answered by a
-    replica that lags may stop short of it: asked again)."""
+    replica that lags may stop short of it, or a 503: asked again; any other status raises `WrongAnswer`)."""
 
     async def probe() -> list[StreamFrame] | None:
+        url = f"{edge}/v1/tasks/{task_id}/events?follow=false"
         try:
-            async with http.stream("GET", f"{edge}/v1/tasks/{task_id}/events?follow=false") as response:
-                if response.status_code != 200:
+            async with http.stream("GET", url) as response:
+                if response.status_code == RECONNECT_STATUS:
                     return None
+                if response.status_code != 200:
+                    await response.aread()
+                    raise WrongAnswer(f"{url} answered {response.status_code} {response.text[:200]}")
                 frames = await FrameReader(response).read(timeout_s=10)
-        except httpx.HTTPError:
+        except httpx.TransportError:
             return None
         return frames if frames and frames[-1].type in TERMINAL_TYPES else None
 
