@@ -12,7 +12,9 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,14 +66,37 @@ def exit_code(term: Terminal, timeout_s: float = 60) -> int:
     )
 
 
+def kill_and_restart_edge(stack: Stack) -> datetime:
+    """SIGKILLs the edge and starts it again; returns when the old process was gone (it has been waited for)."""
+    stack.kill("edge")
+    died = datetime.now(UTC)
+    stack.start_service("edge")
+    return died
+
+
+def served_log(stack: Stack, task_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
+    )
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def assert_running_when_the_edge_died(events: list[dict[str, Any]], died: datetime) -> None:
+    """The precondition of a restart test, from the log: the task streamed text after the edge was gone, so the
+    client really had to resume (a task that ended first would make the test prove nothing)."""
+    after = [e["type"] for e in events if datetime.fromisoformat(e["ts"]) > died]
+    assert "llm.delta" in after and after[-1] == "task.completed", f"not streaming when the edge died: {after}"
+
+
 def test_run_in_a_terminal_survives_an_edge_restart_and_shows_the_answer_exactly_once(
     stack: Stack, tmp_path: Path
 ) -> None:
-    term = run_in_terminal(stack, tmp_path, "run", "Tell me how rivers find the sea [fault:slow:40]")
+    term = run_in_terminal(stack, tmp_path, "run", "Tell me how rivers find the sea [fault:slow:100]")
     try:
         task_id = task_on_screen(term)
         wait_until(lambda: "Sluice demo model" in term.screen(), timeout_s=20, what="streamed text")
-        stack.restart("edge")
+        died = kill_and_restart_edge(stack)
         assert exit_code(term) == 0, term.screen()
         screen = term.screen()
     finally:
@@ -81,36 +106,35 @@ def test_run_in_a_terminal_survives_an_edge_restart_and_shows_the_answer_exactly
     assert squash(screen).count(squash(output)) == 1, screen
     assert squash(screen).count("I am the Sluice demo model") == 1, screen
     assert "✓ completed" in screen
+    assert_running_when_the_edge_died(served_log(stack, task_id), died)
 
 
 def test_run_json_prints_exactly_the_served_events_across_an_edge_restart(stack: Stack) -> None:
-    async def scenario() -> tuple[list[str], int]:
+    async def scenario() -> tuple[list[str], int, datetime]:
         proc = await asyncio.create_subprocess_exec(
-            SLUICE, "run", "--json", "Tell me about deltas [fault:slow:40]",
+            SLUICE, "run", "--json", "Tell me about deltas [fault:slow:100]",
             env=stack.client_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None
         lines: list[str] = []
         deltas = 0
-        restarted = False
+        died: datetime | None = None
         async with asyncio.timeout(60):
             while raw := await proc.stdout.readline():
                 lines.append(raw.decode().rstrip("\n"))
                 deltas += json.loads(raw)["type"] == "llm.delta"
-                if deltas == 5 and not restarted:
-                    restarted = True
-                    await asyncio.to_thread(stack.restart, "edge")
+                if deltas == 5 and died is None:
+                    died = await asyncio.to_thread(kill_and_restart_edge, stack)
             code = await proc.wait()
-        assert restarted, lines
-        return lines, code
+        assert died is not None, lines
+        return lines, code, died
 
-    lines, code = asyncio.run(scenario())
+    lines, code, died = asyncio.run(scenario())
     assert code == 0
     task_id = json.loads(lines[0])["task_id"]
-    served = httpx.get(
-        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
-    ).text.splitlines()
-    assert [json.loads(line) for line in lines] == [json.loads(line) for line in served]
+    served = served_log(stack, task_id)
+    assert [json.loads(line) for line in lines] == served
+    assert_running_when_the_edge_died(served, died)
     ids = [int(json.loads(line)["id"]) for line in lines]
     assert ids == sorted(set(ids))
     assert json.loads(lines[-1])["type"] == "task.completed"

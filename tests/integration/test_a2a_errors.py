@@ -262,7 +262,9 @@ async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(
     import asyncio
 
     import msgspec
+    from nats.aio.msg import Msg
 
+    from sluice import subjects
     from sluice.eventlog import EventWriter
     from sluice.events import TaskInputRequired, TaskInputRequiredData, TaskRecord
 
@@ -273,10 +275,25 @@ async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(
     ask = TaskInputRequiredData(prompt="Which city?", kind="question")
     seq = await writer.emit(TaskInputRequired, record.id, ask, msg_id=f"{record.id}:ask:1:c1")
 
+    # The edge waits on a KV watch of the record: its consumer request is the event that says the answer has
+    # arrived and is waiting while the record still says `working`.
+    watching = asyncio.get_running_loop().create_future()
+
+    async def on_consumer_create(msg: Msg) -> None:
+        if record.id in msg.data.decode() and not watching.done():
+            watching.set_result(None)
+
+    create = f"$JS.API.CONSUMER.CREATE.KV_{subjects.TASKS_BUCKET}"
+    subs = [await runtime.bus.nc.subscribe(s, cb=on_consumer_create) for s in (create, f"{create}.>")]
+    await runtime.bus.nc.flush()
     params = {**send_params("Paris", taskId=record.id), "configuration": {"returnImmediately": True}}
     answer = asyncio.create_task(raw_rpc(edge.url, rpc("SendMessage", params)))
-    await asyncio.sleep(0.3)  # the answer is in flight while the record still says `working`
-    assert not answer.done()
+    try:
+        await asyncio.wait_for(watching, timeout=10)
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    assert not answer.done(), answer.result().text
 
     def waiting(r: TaskRecord) -> TaskRecord:
         return msgspec.structs.replace(r, state="input-required", last_event_id=str(seq))
