@@ -19,17 +19,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sluice up
 
-# Debian packages the tests drive: Chromium (the web page) and tmux (the CLI in a real terminal). Installed when
-# missing and we may; otherwise the tests that need them skip and say why.
-SYSTEM_PACKAGES := chromium tmux
+# Programs the tests drive beyond Python: Chromium (the web page), tmux (the CLI in a real terminal), Node and npm
+# (the JavaScript clients). Installed from Debian when missing and we may (root); otherwise the tests that need them
+# skip and say why — except under CI=true, where a missing one fails here, named. tests/support/system_deps.py is
+# also what the tests use to find them, so both agree.
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing$$missing (Debian packages)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "missing$$missing: the tests that need them will be skipped"; fi; \
-	fi
+	@$(PYTHON) tests/support/system_deps.py
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""Session fixtures: one real nats-server per test session (per xdist worker), with its own store dir."""
+"""Session fixtures: one real nats-server per test session (per xdist worker), with its own store dir; and the
+`needs_program` mark (support.system_deps): skip when the program is missing, fail under CI=true."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ import pytest
 from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
 from sluice.provision import provision
+from support import system_deps
 from support.nats_server import NatsCluster, NatsServer, running_cluster, running_server
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs_program"):
+        for program in mark.args:
+            if system_deps.find(program) is None:
+                if system_deps.in_ci():
+                    pytest.fail(f"CI=true: {system_deps.absence(program)}", pytrace=False)
+                pytest.skip(system_deps.absence(program))
 
 
 @pytest.fixture(scope="session")

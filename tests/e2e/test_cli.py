@@ -27,10 +27,8 @@ from support.waiting import wait_until
 
 __all__ = ["stack"]  # the fixture, imported for pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Terminal.available(), reason="tmux is needed to drive the CLI in a real terminal"),
-]
+pytestmark = [pytest.mark.slow]
+IN_A_TERMINAL = pytest.mark.needs_program("tmux")  # only the live-view tests: --json and exit codes need no terminal
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 TASK_LINE = re.compile(r"task ([0-9A-Za-z_-]{8,64})")
@@ -89,6 +87,7 @@ def assert_running_when_the_edge_died(events: list[dict[str, Any]], died: dateti
     assert "llm.delta" in after and after[-1] == "task.completed", f"not streaming when the edge died: {after}"
 
 
+@IN_A_TERMINAL
 def test_run_in_a_terminal_survives_an_edge_restart_and_shows_the_answer_exactly_once(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -140,6 +139,7 @@ def test_run_json_prints_exactly_the_served_events_across_an_edge_restart(stack:
     assert json.loads(lines[-1])["type"] == "task.completed"
 
 
+@IN_A_TERMINAL
 def test_run_asks_for_input_on_the_terminal_and_sends_the_answer(stack: Stack, tmp_path: Path) -> None:
     term = run_in_terminal(stack, tmp_path, "run", "Ask me for my favourite colour")
     try:
@@ -156,6 +156,7 @@ def test_run_asks_for_input_on_the_terminal_and_sends_the_answer(stack: Stack, t
     assert "teal" in str(record(stack, task_id)["output"])
 
 
+@IN_A_TERMINAL
 def test_run_asks_for_approval_and_sends_the_decision(stack: Stack, tmp_path: Path) -> None:
     term = run_in_terminal(stack, tmp_path, "run", "--agent", "careful-assistant", "What is 6*7?")
     try:
@@ -171,6 +172,7 @@ def test_run_asks_for_approval_and_sends_the_decision(stack: Stack, tmp_path: Pa
     assert "42" in str(record(stack, task_id)["output"])
 
 
+@IN_A_TERMINAL
 def test_ctrl_c_detaches_and_tail_reattaches_then_a_second_ctrl_c_cancels(stack: Stack, tmp_path: Path) -> None:
     term = run_in_terminal(stack, tmp_path, "run", "Tell me about patience [fault:slow:150]")
     try:

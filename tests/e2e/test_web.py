@@ -5,46 +5,37 @@ hostile text, and a phone-width screen. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from sluice import events as ev
 from sluice.clock import now_iso
 from sluice.ids import new_task_id
+from support import system_deps
 from support.clients import standin_edge
 from support.stack import Stack, stack
 
 __all__ = ["stack"]  # the fixture, imported for pytest
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (make test installs chromium)"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.needs_program("chromium")]
 
-if os.path.exists(CHROMIUM):
-    from playwright.async_api import Browser, Page, async_playwright, expect
-
-    expect.set_options(timeout=30_000)  # a loaded machine runs the whole suite alongside
-else:  # pragma: no cover - skipped above
-    Browser = Page = object  # type: ignore[assignment,misc]
+expect.set_options(timeout=30_000)  # a loaded machine runs the whole suite alongside
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = await playwright.chromium.launch(executable_path=system_deps.find("chromium"), args=ARGS)
         yield launched
         await launched.close()
 

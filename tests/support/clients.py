@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import shutil
 import subprocess
 import time
 import uuid
@@ -31,6 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from sluice import events as ev
 from sluice.clock import now_iso
 from sluice.ids import new_task_id
+from support import system_deps
 from support.nats_server import free_port
 
 __all__ = ["RecordedTask", "StandInEdge", "Terminal", "scripted_events", "standin_edge"]
@@ -379,7 +379,7 @@ class Terminal:
 
     @staticmethod
     def available() -> bool:
-        return shutil.which("tmux") is not None
+        return system_deps.find("tmux") is not None
 
     def start(self, workdir: Path) -> Terminal:
         self._exit_file = workdir / f"{self.socket}.exit"
