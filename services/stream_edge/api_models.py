@@ -13,6 +13,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sluice.events import Budget, HistoryMessage, TaskSubmittedData
+from sluice.ids import CONTEXT_ID_PATTERN
 from stream_edge.commands import AGENT_PATTERN
 
 __all__ = ["BudgetBody", "CancelBody", "ErrorBody", "ErrorDetail", "HistoryItem", "InputBody", "TaskCreateBody"]
@@ -45,6 +46,12 @@ class TaskCreateBody(_Body):
 
     input: str = Field(min_length=1, description="The user's message; not empty or only whitespace.")
     agent: str = Field(default="assistant", pattern=AGENT_PATTERN, description="Which agent (or crew) runs the task.")
+    context_id: str | None = Field(
+        default=None,
+        pattern=CONTEXT_ID_PATTERN,
+        description="Continue this conversation: the context's earlier turns become the task's history. "
+        "Without one, the task starts a new context (its id is in the record).",
+    )
     history: list[HistoryItem] = Field(default_factory=list, description="Earlier turns of the conversation.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored with the task.")
     budget: BudgetBody = Field(default_factory=lambda: BudgetBody())
@@ -72,6 +79,7 @@ class TaskCreateBody(_Body):
             history=[HistoryMessage(role=h.role, content=h.content) for h in self.history],
             metadata=self.metadata,
             budget=Budget(**self.budget.model_dump(exclude_none=True)),
+            context_id=self.context_id,
         )
 
 

@@ -29,6 +29,7 @@ from sluice.provision import provision
 from sluice.records import TaskStore
 from stream_edge.body_limit import BodyLimitMiddleware
 from stream_edge.commands import TaskService
+from stream_edge.contexts import ContextIndex, Conversations
 from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
@@ -51,10 +52,13 @@ _NOT_TRACED = "healthz,readyz,metrics"
 
 def edge_routers() -> list[APIRouter]:
     """Every router the edge serves, in order. Other features append theirs here."""
-    from stream_edge import a2a, asyncapi, routes_events, routes_ops, routes_tasks
+    from stream_edge import a2a, asyncapi, routes_contexts, routes_events, routes_ops, routes_tasks
     from stream_edge.web import router as web
 
-    return [routes_tasks.router, routes_events.router, routes_ops.router, a2a.router(), web.router, asyncapi.router]
+    return [
+        *(routes_tasks.router, routes_events.router, routes_contexts.router, routes_ops.router, a2a.router()),
+        *(web.router, asyncapi.router),
+    ]
 
 
 def default_hub(bus: Bus, settings: EdgeSettings) -> StreamHubLike:
@@ -90,8 +94,11 @@ def create_app(
             if own_bus:
                 await provision(active.js, settings.common)
             store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            contexts = ContextIndex(await active.js.key_value(subjects.CONTEXTS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            conversations = Conversations(active, store, contexts)
             hub = make_hub(active, settings)
-            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=TaskService(active, store), hub=hub)
+            tasks = TaskService(active, store, conversations)
+            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=tasks, hub=hub)
             await hub.start()
             app.state.edge = edge
             metrics.bind(edge)

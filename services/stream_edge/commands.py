@@ -3,10 +3,11 @@
 HTTP-agnostic (no FastAPI here), so the REST routes and the A2A endpoint share it. Each command follows the
 protocol every service agrees on (see the common brief):
 
-- submit: create the record (`submitted`) → publish `task.submitted` (`{task}:submitted`) → record its id as
-  `last_event_id` → publish the work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task
-  bucket first; a repeated key returns the first task (and finishes its submission if that request died midway —
-  the deterministic message ids make the repeat harmless).
+- submit: the context's history, the task listed in its context (`contexts.py`) → create the record
+  (`submitted`) → publish `task.submitted` (`{task}:submitted`) → record its id as `last_event_id` → publish the
+  work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task bucket first; a repeated key
+  returns the first task (and finishes its submission if that request died midway — the deterministic message
+  ids make the repeat harmless).
 - cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody held the
   task (`submitted`, `input-required`) publish `task.canceled` (`{task}:end`) ourselves.
 - input: the record must be `input-required` → publish `task.resumed` (`{task}:resumed:{ask_seq}`) → CAS
@@ -52,6 +53,7 @@ from sluice.propagation import current_trace_id
 from sluice.records import TaskStore
 from sluice.tracing import continue_span
 from stream_edge import logview
+from stream_edge.contexts import Conversations
 
 __all__ = ["AGENT_PATTERN", "SOURCE", "TaskService", "validate_idempotency_key", "validate_submission"]
 
@@ -95,10 +97,11 @@ def _with_last_event(seq: int) -> Callable[[TaskRecord], TaskRecord | None]:
 class TaskService:
     """The task commands of the edge. One per process; safe to share between concurrent requests."""
 
-    def __init__(self, bus: Bus, store: TaskStore) -> None:
+    def __init__(self, bus: Bus, store: TaskStore, conversations: Conversations | None = None) -> None:
         self.bus = bus
         self.store = store
         self.writer = EventWriter(bus, SOURCE)
+        self.conversations = conversations
 
     # ------------------------------------------------------------------ submit
 
@@ -116,6 +119,9 @@ class TaskService:
             owner = await self.store.claim_idempotency_key(validate_idempotency_key(idempotency_key), task_id)
             if owner != task_id:
                 return await self._repeat(owner, request, trace_id)
+        if self.conversations is not None:  # the context's history, and the task listed in its context
+            request = await self.conversations.prepare(request)
+            await self.conversations.join(request, task_id)
         now = now_iso()
         record = TaskRecord(
             id=task_id,

@@ -13,11 +13,12 @@ from fastapi import FastAPI
 
 from sluice.events import TaskRecord
 from stream_edge.api_models import ErrorBody
+from stream_edge.contexts import ContextView
 from stream_edge.negotiation import NDJSON, SSE
 
 __all__ = ["error_responses", "install_openapi", "record_response", "stream_response"]
 
-_WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (TaskRecord,)
+_WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (TaskRecord, ContextView)
 _REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {

@@ -23,6 +23,7 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "BudgetWarning",
+    "ContextRecord",
     "ErrorInfo",
     "Event",
     "HistoryMessage",
@@ -221,6 +222,16 @@ class TaskRecord(Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class ContextRecord(Struct, kw_only=True):
+    """A conversation (KV `sluice-contexts`): its tasks, oldest first. The history itself is in their logs."""
+
+    id: str
+    created_at: str
+    updated_at: str
+    tasks: list[str] = field(default_factory=list)
+    tenant: str | None = None
 
 
 # ---------------------------------------------------------------- the envelope: a tagged union on `type`

@@ -12,9 +12,18 @@ import time
 
 from sluice.errors import InvalidInput
 
-__all__ = ["TASK_ID_PATTERN", "is_task_id", "new_task_id", "parse_event_id", "parse_task_id"]
+__all__ = [
+    "CONTEXT_ID_PATTERN",
+    "TASK_ID_PATTERN",
+    "is_task_id",
+    "new_task_id",
+    "parse_context_id",
+    "parse_event_id",
+    "parse_task_id",
+]
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+CONTEXT_ID_PATTERN = TASK_ID_PATTERN
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _EVENT_ID_RE = re.compile(r"^[0-9]{1,19}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -40,6 +49,14 @@ def is_task_id(value: object) -> bool:
 def parse_task_id(value: object) -> str:
     if not is_task_id(value):
         raise InvalidInput("invalid_task_id", "task id must match ^[A-Za-z0-9_-]{8,64}$")
+    assert isinstance(value, str)
+    return value
+
+
+def parse_context_id(value: object, *, field: str = "context id") -> str:
+    """A context id (CONTRACT §1: the pattern of a task id) names a conversation and becomes part of a KV key."""
+    if not is_task_id(value):
+        raise InvalidInput("invalid_context_id", f"{field} must match {CONTEXT_ID_PATTERN}")
     assert isinstance(value, str)
     return value
 

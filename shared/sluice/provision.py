@@ -193,6 +193,7 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
     for stream, cfg in consumer_configs(config):
         await _ensure_consumer(js, stream, cfg)
     await ensure_tasks_bucket(js, config)
+    await ensure_contexts_bucket(js, config)
 
 
 async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> None:
@@ -223,6 +224,30 @@ async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> Non
         await _turn_off_direct_reads(js)
         # Exists with other settings (another version, another replica count): keep it, say so.
         log.warning("task bucket exists with different settings; keeping it", extra={"detail": exc.description})
+
+
+async def ensure_contexts_bucket(js: JetStreamContext, config: CommonConfig) -> None:
+    """The context index (CONTRACT §10): one key per conversation listing its tasks, so a follow-up message finds
+    its history without scanning the task bucket. Kept as long as the events it points into; read through the
+    leader like the task records (a follow-up sent right after an answer must see the task it follows)."""
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.CONTEXTS_BUCKET,
+                description="Sluice conversations: each context's tasks, oldest first",
+                history=1,
+                replicas=config.replicas,
+                storage=StorageType.FILE,
+                ttl=config.events_max_age_s,
+                direct=False,
+            )
+        )
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("bucket_rejected", f"{subjects.CONTEXTS_BUCKET}: {exc.description}") from exc
+        log.warning("context bucket exists with different settings; keeping it", extra={"detail": exc.description})
 
 
 async def _turn_off_direct_reads(js: JetStreamContext) -> None:

@@ -26,7 +26,7 @@ from sluice.errors import NotFound, Unavailable
 from sluice.events import TaskRecord, decode_record, encode
 from sluice.ids import parse_task_id
 
-__all__ = ["TaskStore"]
+__all__ = ["TaskStore", "patiently"]
 
 _CAS_ATTEMPTS = 20
 # JetStream cannot answer right now (no leader yet, no responders, a reconnect): worth asking again.
@@ -116,19 +116,23 @@ class TaskStore:
         return entry.value == payload
 
     async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """`request()`, sent again while JetStream cannot answer yet, until `deadline_s`; NATS failures that remain
-        become `Unavailable`. Answers (not found, wrong revision) pass through for the caller to decide."""
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_NOT_YET),
-                wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-                stop=stop_after_delay(self.deadline_s),
-                reraise=True,
-            ):
-                with attempt:
-                    return await request()
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
-            raise
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise Unavailable("nats_unavailable", f"{what}: {type(exc).__name__}") from exc
-        raise AssertionError("unreachable: tenacity returns or raises")
+        return await patiently(what, request, self.deadline_s)
+
+
+async def patiently(what: str, request: Callable[[], Awaitable[T]], deadline_s: float) -> T:
+    """`request()`, sent again while JetStream cannot answer yet, until `deadline_s`; NATS failures that remain
+    become `Unavailable`. Answers (not found, wrong revision) pass through for the caller to decide."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_NOT_YET),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+            stop=stop_after_delay(deadline_s),
+            reraise=True,
+        ):
+            with attempt:
+                return await request()
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
+        raise
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise Unavailable("nats_unavailable", f"{what}: {type(exc).__name__}") from exc
+    raise AssertionError("unreachable: tenacity returns or raises")

@@ -12,6 +12,7 @@ from sluice.errors import InvalidInput
 from sluice.ids import parse_task_id
 
 __all__ = [
+    "CONTEXTS_BUCKET",
     "CONTROL_PREFIX",
     "EVENTS_STREAM",
     "TASKS_BUCKET",
@@ -38,6 +39,7 @@ EVENTS_STREAM = "SLUICE_EVENTS"
 WORK_STREAM = "SLUICE_WORK"
 TOOLS_STREAM = "SLUICE_TOOLS"
 TASKS_BUCKET = "sluice-tasks"
+CONTEXTS_BUCKET = "sluice-contexts"  # one key per conversation: its tasks, oldest first
 WORK_CONSUMER = "agent-runners"
 TOOL_CONSUMER = "tool-runners"
 

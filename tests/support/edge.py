@@ -107,13 +107,13 @@ def edge_process(log_dir: Path, nats_url: str, **env: str) -> tuple[ServiceProce
 # ---------------------------------------------------------------- what was published
 
 
-_BUCKET_STREAM = f"KV_{subjects.TASKS_BUCKET}"
+_BUCKET_STREAMS = (f"KV_{subjects.TASKS_BUCKET}", f"KV_{subjects.CONTEXTS_BUCKET}")
 
 
 async def published(bus: Bus) -> dict[str, int]:
-    """The last sequence of each Sluice stream (and the task bucket): any write moves one of them."""
+    """The last sequence of each Sluice stream (and the task and context buckets): any write moves one of them."""
     out: dict[str, int] = {}
-    for name in (subjects.EVENTS_STREAM, subjects.WORK_STREAM, subjects.TOOLS_STREAM, _BUCKET_STREAM):
+    for name in (subjects.EVENTS_STREAM, subjects.WORK_STREAM, subjects.TOOLS_STREAM, *_BUCKET_STREAMS):
         info = await bus.js.stream_info(name)
         out[name] = int(info.state.last_seq or 0)
     return out

@@ -14,7 +14,6 @@ from sluice.events import (
     AgentStartedData,
     ErrorInfo,
     Event,
-    HistoryMessage,
     LlmCompleted,
     LlmCompletedData,
     LlmDelta,
@@ -42,7 +41,7 @@ from sluice.events import (
     Usage,
 )
 from sluice.ids import new_task_id
-from stream_edge.a2a.listing import page_of, prior_turns
+from stream_edge.a2a.listing import page_of
 from stream_edge.a2a.mapping import REPLAY_EXTENSION, TaskProjection, event_id_of
 
 TS = "2026-11-21T10:00:00.123Z"
@@ -316,13 +315,3 @@ def test_list_filters_by_context_and_state() -> None:
 def test_a_page_token_not_issued_here_is_invalid_params() -> None:
     with pytest.raises(InvalidParamsError):
         page_of([record(1)], ListTasksRequest(page_token="not-a-token"))
-
-
-def test_a_contexts_earlier_turns_become_the_new_tasks_history() -> None:
-    records = [record(2, context="c"), record(1, context="c"), record(3, context="c", state="failed"), record(4)]
-    assert prior_turns(records, "c") == [
-        HistoryMessage(role="user", content="question 1"),
-        HistoryMessage(role="assistant", content="answer 1"),
-        HistoryMessage(role="user", content="question 2"),
-        HistoryMessage(role="assistant", content="answer 2"),
-    ]

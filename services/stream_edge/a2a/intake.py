@@ -1,9 +1,9 @@
 """An incoming A2A message, as Sluice takes it: a new task, or the answer to the question a task asked.
 
 - No `taskId`: a new task. Its input is the text parts (data parts as JSON); `metadata.agent` picks the agent
-  (a skill id of the card), `metadata.budget` the budget; a message in an existing context carries that
-  context's earlier turns as history; the `messageId` is the idempotency key, so a retried message is the same
-  task.
+  (a skill id of the card), `metadata.budget` the budget; the `contextId` is the Sluice context, so a message in
+  an existing context carries that context's earlier turns as history (from its index, `contexts.py`); the
+  `messageId` is the idempotency key, so a retried message is the same task.
 - A `taskId`: the task must be waiting for input. Its answer is the text, or for an approval a data part
   `{"approve": bool}` (or the text yes / no) → `TaskService.provide_input`.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from typing import Any
 
 import msgspec
@@ -35,10 +34,10 @@ from google.protobuf.json_format import MessageToDict
 
 from sluice.errors import InvalidInput, Unavailable
 from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event, decode_record
-from sluice.ids import parse_task_id
+from sluice.ids import CONTEXT_ID_PATTERN, is_task_id, parse_task_id
 from stream_edge import logview
 from stream_edge.a2a.card import DEFAULT_AGENT, catalog_entries
-from stream_edge.a2a.listing import all_records, context_of, prior_turns
+from stream_edge.a2a.listing import context_of
 from stream_edge.a2a.mapping import A2A_STATE
 from stream_edge.runtime import EdgeRuntime
 
@@ -98,17 +97,20 @@ async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
         budget = msgspec.convert(meta.pop("budget", {}), Budget)
     except msgspec.ValidationError as exc:
         raise InvalidParamsError(message=f"metadata.budget: {exc}", data={"field": "metadata.budget"}) from None
-    history = prior_turns(await all_records(edge.store), message.context_id) if message.context_id else []
+    if message.context_id and not is_task_id(message.context_id):
+        raise InvalidParamsError(
+            message=f"contextId must match {CONTEXT_ID_PATTERN}", data={"field": "message.contextId"}
+        )
     a2a_meta: dict[str, Any] = {"messageId": message.message_id}
     if meta:
         a2a_meta["metadata"] = meta
     request = TaskSubmittedData(
         input=text,
         agent=agent,
-        history=history,
+        history=[],  # the context's earlier turns are added by the task service
         metadata={"a2a": a2a_meta},
         budget=budget,
-        context_id=message.context_id or str(uuid.uuid4()),
+        context_id=message.context_id or None,
     )
     # A repeated message (a client retrying after a lost response) is the same task, not a second one.
     key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]

@@ -1,4 +1,4 @@
-"""Many tasks at once: ListTasks pages and a context's earlier turns, from one scan of the task records.
+"""Many tasks at once: ListTasks pages, from one scan of the task records (a context's turns use its index).
 
 The scan reads the latest record of every task in the KV bucket through one watcher (an ordered consumer with
 last-per-subject delivery), so it costs one pass over the bucket — fine for the task counts one Sluice holds
@@ -22,15 +22,14 @@ from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
 
 from sluice.errors import Unavailable
-from sluice.events import HistoryMessage, TaskRecord, decode_record
+from sluice.events import TaskRecord, decode_record
 from sluice.ids import is_task_id
 from sluice.records import TaskStore
 from stream_edge.a2a.mapping import A2A_STATE
 
-__all__ = ["Page", "all_records", "context_of", "page_of", "prior_turns"]
+__all__ = ["Page", "all_records", "context_of", "page_of"]
 
 _SCAN_TIMEOUT_S = 10.0
-MAX_PRIOR_TURNS = 20
 
 
 def context_of(record: TaskRecord) -> str:
@@ -112,16 +111,3 @@ def page_of(records: Iterable[TaskRecord], params: ListTasksRequest) -> Page:
     page = chosen[:size]
     next_token = _token(page[-1]) if len(chosen) > size else ""
     return Page(records=page, next_page_token=next_token, page_size=size, total_size=total)
-
-
-def prior_turns(records: Iterable[TaskRecord], context_id: str) -> list[HistoryMessage]:
-    """The conversation so far in a context: each completed task's input and output, oldest first."""
-    done = sorted(
-        (r for r in records if context_of(r) == context_id and r.state == "completed" and r.output),
-        key=lambda r: (r.created_at, r.id),
-    )[-MAX_PRIOR_TURNS:]
-    history: list[HistoryMessage] = []
-    for record in done:
-        history.append(HistoryMessage(role="user", content=record.input))
-        history.append(HistoryMessage(role="assistant", content=record.output or ""))
-    return history
