@@ -196,6 +196,33 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
     await ensure_contexts_bucket(js, config)
 
 
+async def _ensure_bucket(js: JetStreamContext, config: CommonConfig, name: str, description: str, history: int) -> bool:
+    """Creates a KV bucket read through its stream leader; False when it already exists with other settings (kept:
+    another version, another replica count)."""
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=name,
+                description=description,
+                history=history,
+                replicas=config.replicas,
+                storage=StorageType.FILE,
+                ttl=config.events_max_age_s,
+                direct=False,
+            )
+        )
+        return True
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("bucket_rejected", f"{name}: {exc.description}") from exc
+        log.warning(
+            "bucket exists with different settings; keeping it", extra={"bucket": name, "detail": exc.description}
+        )
+        return False
+
+
 async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> None:
     """The task-record bucket, read through its stream leader.
 
@@ -204,50 +231,16 @@ async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> Non
     cancel and state, so its reads must see every acknowledged write: direct gets stay off, also on a bucket an
     earlier version created with them on.
     """
-    try:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.TASKS_BUCKET,
-                description="Sluice task records",
-                history=5,
-                replicas=config.replicas,
-                storage=StorageType.FILE,
-                ttl=config.events_max_age_s,
-                direct=False,
-            )
-        )
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
-            raise
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("bucket_rejected", f"{subjects.TASKS_BUCKET}: {exc.description}") from exc
+    if not await _ensure_bucket(js, config, subjects.TASKS_BUCKET, "Sluice task records", history=5):
         await _turn_off_direct_reads(js)
-        # Exists with other settings (another version, another replica count): keep it, say so.
-        log.warning("task bucket exists with different settings; keeping it", extra={"detail": exc.description})
 
 
 async def ensure_contexts_bucket(js: JetStreamContext, config: CommonConfig) -> None:
     """The context index (CONTRACT §10): one key per conversation listing its tasks, so a follow-up message finds
     its history without scanning the task bucket. Kept as long as the events it points into; read through the
     leader like the task records (a follow-up sent right after an answer must see the task it follows)."""
-    try:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.CONTEXTS_BUCKET,
-                description="Sluice conversations: each context's tasks, oldest first",
-                history=1,
-                replicas=config.replicas,
-                storage=StorageType.FILE,
-                ttl=config.events_max_age_s,
-                direct=False,
-            )
-        )
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
-            raise
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("bucket_rejected", f"{subjects.CONTEXTS_BUCKET}: {exc.description}") from exc
-        log.warning("context bucket exists with different settings; keeping it", extra={"detail": exc.description})
+    description = "Sluice conversations: each context's tasks, oldest first"
+    await _ensure_bucket(js, config, subjects.CONTEXTS_BUCKET, description, history=1)
 
 
 async def _turn_off_direct_reads(js: JetStreamContext) -> None:
