@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from sluice.bus import connect
 from sluice.config import CommonConfig
-from stream_edge.streaming import StreamHub, StreamSettings
+from stream_edge.streaming import StreamHub, StreamRequest, StreamSettings, encodings
 
 
 def build(nats_url: str, profile: str | None = None) -> FastAPI:
@@ -45,9 +45,8 @@ def build(nats_url: str, profile: str | None = None) -> FastAPI:
 
     @app.get("/t/{task_id}")
     async def events(task_id: str, after: int = 0, follow: bool = True, format: str = "sse") -> Response:
-        return await state["hub"].open(
-            task_id, after=after, fmt="ndjson" if format == "ndjson" else "sse", follow=follow
-        )
+        encoding = encodings.NDJSON if format == "ndjson" else encodings.SSE
+        return await state["hub"].open(StreamRequest(task_id, encoding, after, follow))
 
     @app.get("/stats")
     async def stats() -> dict[str, int | float]:

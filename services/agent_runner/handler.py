@@ -37,7 +37,7 @@ from agent_runner.metrics import ATTEMPTS, TASKS_CANCELED, TASKS_COMPLETED, TASK
 from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from agent_runner.sink import NatsSink
-from sluice import subjects
+from sluice import msgids, subjects
 from sluice.bus import Bus
 from sluice.errors import InvalidInput, SluiceError
 from sluice.eventlog import EventWriter, read_log
@@ -215,7 +215,7 @@ class _Attempt:
             started = await self.sink.emit(
                 TaskStarted,
                 TaskStartedData(attempt=attempt, runner=ctx.settings.runner_id),
-                msg_id=f"{self.task_id}:started:{attempt}",
+                msg_id=msgids.started(self.task_id, attempt),
             )
             tlog.apply(started)
             log.info("task started", extra={"attempt": attempt, "agent": agent, "delivered": delivered})
@@ -325,7 +325,7 @@ class _Attempt:
         assert record is not None and record.terminal
         sink = self.sink or NatsSink(ctx.bus, ctx.writer, self.task_id, self.trace_id)
         cls, data = _implied_terminal(record, self.holding.reason)
-        event: Event = await sink.emit(cls, data, msg_id=f"{self.task_id}:end")
+        event: Event = await sink.emit(cls, data, msg_id=msgids.end(self.task_id))
         await ctx.store.update(self.task_id, _with_last_event_id(event.id))
         ATTEMPTS.labels(record.state).inc()
         if record.state == "completed":
@@ -343,7 +343,7 @@ class _Attempt:
         _, record = await self.ctx.store.update(self.task_id, _to_terminal("failed", error=error))
         sink = NatsSink(self.ctx.bus, self.ctx.writer, self.task_id, self.trace_id)
         cls, data = _implied_terminal(record, "")
-        event = await sink.emit(cls, data, msg_id=f"{self.task_id}:end")
+        event = await sink.emit(cls, data, msg_id=msgids.end(self.task_id))
         await self.ctx.store.update(self.task_id, _with_last_event_id(event.id))
         TASKS_FAILED.labels(error.code).inc()
         log.error("poison task failed: %s", message)

@@ -32,6 +32,7 @@ from agent_runner.budget import Crossing, Limits, after_call, before_call
 from agent_runner.coalesce import drain
 from agent_runner.conversation import StepState, TaskLog, stage_messages
 from agent_runner.ports import ChatRequest, EventSink, ModelCallError, ModelClient, ToolDescriptor, ToolDispatch
+from sluice import msgids
 from sluice.events import (
     AgentCompleted,
     AgentCompletedData,
@@ -163,13 +164,13 @@ class AgentLoop:
                 continue
             if self.plan.crew and index not in self.log.stages_started:
                 data = AgentStartedData(agent=spec.name, stage=index, stages=len(stages))
-                await self._emit(AgentStarted, data, f"agent:{index}:start")
+                await self._emit(AgentStarted, data, msgids.agent_started(self.task_id, index))
             result = await self._run_stage(index, spec)
             if not isinstance(result, str):
                 return result
             if self.plan.crew:
                 done = AgentCompletedData(agent=spec.name, stage=index, stages=len(stages), output=result)
-                await self._emit(AgentCompleted, done, f"agent:{index}:done")
+                await self._emit(AgentCompleted, done, msgids.agent_completed(self.task_id, index))
             else:
                 self.log.stage_outputs[index] = result
         return Completed(output=self.log.stage_outputs.get(len(stages), ""), usage=self.log.usage)
@@ -238,16 +239,15 @@ class AgentLoop:
                     extra={"reason": reason, "attempt": state.attempt_number})  # fmt: skip
 
     async def _model_attempt(self, spec: AgentSpec, step: int, attempt: int, request: ChatRequest) -> None:
-        prefix = f"s{step}:a{attempt}"
         data = LlmStartedData(step=step, attempt=attempt, model=spec.model, agent=spec.name)
-        await self._emit(LlmStarted, data, f"{prefix}:start")
+        await self._emit(LlmStarted, data, msgids.llm_started(self.task_id, step, attempt))
         deltas = 0
 
         async def publish(text: str) -> None:
             nonlocal deltas
             deltas += 1
             delta = LlmDeltaData(step=step, attempt=attempt, text=text)
-            await self.sink.emit(LlmDelta, delta, msg_id=f"{self.task_id}:{prefix}:d{deltas}")
+            await self.sink.emit(LlmDelta, delta, msg_id=msgids.llm_delta(self.task_id, step, attempt, deltas))
 
         async with aclosing(self.model.stream(request)) as stream:
             reply = await drain(stream, self.config.delta_window_s, publish)
@@ -267,7 +267,7 @@ class AgentLoop:
             usage=usage,
             finish_reason=reply.finish_reason,
         )
-        await self._emit(LlmCompleted, done, f"{prefix}:done")
+        await self._emit(LlmCompleted, done, msgids.llm_completed(self.task_id, step, attempt))
 
     def _unique_ids(self, step: int, calls: list[ToolCall]) -> list[ToolCall]:
         """Call ids key tool results in the log, so they must be unique in the task; a missing or reused id
@@ -336,16 +336,16 @@ class AgentLoop:
         data = TaskInputRequiredData(
             prompt=prompt, kind=kind, call_id=call.call_id, name=call.name, arguments=call.arguments
         )
-        event = await self._emit(TaskInputRequired, data, f"ask:{step}:{call.call_id}")
+        event = await self._emit(TaskInputRequired, data, msgids.input_required(self.task_id, step, call.call_id))
         return Paused(seq=int(event.id or 0))
 
     async def _tool_done(self, call: ToolCall, result: str) -> None:
         data = ToolCompletedData(call_id=call.call_id, name=call.name, ok=True, result=result, duration_ms=0.0)
-        await self._emit(ToolCompleted, data, f"tool:{call.call_id}:done")
+        await self._emit(ToolCompleted, data, msgids.tool_completed(self.task_id, call.call_id))
 
     async def _tool_failed(self, call: ToolCall, error: str) -> None:
         data = ToolCompletedData(call_id=call.call_id, name=call.name, ok=False, error=error, duration_ms=0.0)
-        await self._emit(ToolCompleted, data, f"tool:{call.call_id}:done")
+        await self._emit(ToolCompleted, data, msgids.tool_completed(self.task_id, call.call_id))
 
     # ------------------------------------------------------------------ budgets
 
@@ -353,7 +353,7 @@ class AgentLoop:
         if (crossing.kind, "warning") in self.log.budget_events:
             return
         data = BudgetData(kind=crossing.kind, used=crossing.used, limit=crossing.limit)
-        await self._emit(BudgetWarning, data, f"budget:{crossing.kind}:warning")
+        await self._emit(BudgetWarning, data, msgids.budget(self.task_id, crossing.kind, "warning"))
 
     async def _warn_time(self, delay_s: float, limit_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -364,14 +364,14 @@ class AgentLoop:
         await self._warn(crossing)
         if (crossing.kind, "exceeded") not in self.log.budget_events:
             data = BudgetData(kind=crossing.kind, used=crossing.used, limit=crossing.limit)
-            await self._emit(BudgetExceeded, data, f"budget:{crossing.kind}:exceeded")
+            await self._emit(BudgetExceeded, data, msgids.budget(self.task_id, crossing.kind, "exceeded"))
         message = f"the {crossing.kind} budget is exhausted: used {crossing.used:g} of {crossing.limit:g}"
         return Failed(code="budget_exceeded", message=message, usage=self.log.usage)
 
     # ------------------------------------------------------------------ publishing
 
-    async def _emit(self, cls: type[Event], data: Any, suffix: str) -> Event:
-        event = await self.sink.emit(cls, data, msg_id=f"{self.task_id}:{suffix}")
+    async def _emit(self, cls: type[Event], data: Any, msg_id: str) -> Event:
+        event = await self.sink.emit(cls, data, msg_id=msg_id)
         self.log.apply(event)
         return event
 

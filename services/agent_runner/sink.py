@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from agent_runner.metrics import TOOL_CALLS
 from agent_runner.ports import ToolDispatch
-from sluice import subjects
+from sluice import msgids, subjects
 from sluice.bus import Bus
 from sluice.eventlog import EventWriter, read_log
 from sluice.events import Event, ToolCompleted, ToolCompletedData, encode
@@ -127,7 +127,7 @@ class NatsSink:
             deadline_s=dispatch.deadline_s,
         )
         subject = subjects.tool_call(call.name, self.task_id)
-        await self.bus.publish(subject, encode(message), msg_id=f"{self.task_id}:call:{call.call_id}")
+        await self.bus.publish(subject, encode(message), msg_id=msgids.tool_call(self.task_id, call.call_id))
 
     async def _give_up(self, dispatch: ToolDispatch) -> ToolCompleted:
         call = dispatch.call
@@ -140,4 +140,4 @@ class NatsSink:
             error=f"the {call.name} tool did not answer within {waited:g}s",
             duration_ms=round(waited * 1000, 3),
         )
-        return await self._emit(ToolCompleted, data, msg_id=f"{self.task_id}:tool:{call.call_id}:done")
+        return await self._emit(ToolCompleted, data, msg_id=msgids.tool_completed(self.task_id, call.call_id))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import msgspec
 import nats.errors
 
-from sluice import subjects
+from sluice import msgids, subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.errors import Conflict, InvalidInput, Unavailable
@@ -144,11 +144,11 @@ class TaskService:
         task_id = record.id
         try:
             seq = await self.writer.emit(
-                TaskSubmitted, task_id, request, msg_id=f"{task_id}:submitted", trace_id=trace_id
+                TaskSubmitted, task_id, request, msg_id=msgids.submitted(task_id), trace_id=trace_id
             )
             _, record = await self.store.update(task_id, _with_last_event(seq))
             work = WorkMessage(task_id=task_id, reason="submitted")
-            await self.bus.publish(subjects.work(task_id), encode(work), msg_id=f"{task_id}:run:submitted")
+            await self.bus.publish(subjects.work(task_id), encode(work), msg_id=msgids.run_submitted(task_id))
         except Unavailable as exc:
             await self._fail_unsubmitted(task_id, exc, trace_id)
             raise
@@ -167,7 +167,7 @@ class TaskService:
             before, after = await self.store.update(task_id, change)
             if before.state == "submitted" and after.state == "failed":
                 seq = await self.writer.emit(
-                    TaskFailed, task_id, TaskFailedData(error=error, usage=after.usage), msg_id=f"{task_id}:end",
+                    TaskFailed, task_id, TaskFailedData(error=error, usage=after.usage), msg_id=msgids.end(task_id),
                     trace_id=trace_id,
                 )  # fmt: skip
                 await self.store.update(task_id, _with_last_event(seq))
@@ -238,7 +238,7 @@ class TaskService:
                 if before.state in _UNATTENDED:
                     # No runner holds the task, so nobody else will write its end.
                     seq = await self.writer.emit(
-                        TaskCanceled, task_id, TaskCanceledData(reason=reason), msg_id=f"{task_id}:end",
+                        TaskCanceled, task_id, TaskCanceledData(reason=reason), msg_id=msgids.end(task_id),
                         trace_id=trace_id,
                     )  # fmt: skip
                     _, after = await self.store.update(task_id, _with_last_event(seq))
@@ -267,7 +267,7 @@ class TaskService:
             headers, trace_id = await self._task_trace(task_id)
             with continue_span("resume task", headers, attributes={"sluice.task_id": task_id}):
                 seq = await self.writer.emit(
-                    TaskResumed, task_id, data, msg_id=f"{task_id}:resumed:{ask.seq}", trace_id=trace_id
+                    TaskResumed, task_id, data, msg_id=msgids.resumed(task_id, ask.seq), trace_id=trace_id
                 )
                 await self._check_ours(seq, data)
 
@@ -278,7 +278,9 @@ class TaskService:
 
                 _, record = await self.store.update(task_id, change)
                 work = WorkMessage(task_id=task_id, reason="resumed")
-                await self.bus.publish(subjects.work(task_id), encode(work), msg_id=f"{task_id}:run:r{ask.seq}")
+                await self.bus.publish(
+                    subjects.work(task_id), encode(work), msg_id=msgids.run_resumed(task_id, ask.seq)
+                )
                 log.info("task resumed", extra={"asked_at": ask.seq})  # in the task's trace
         return record
 

@@ -1,13 +1,20 @@
-"""`GET /v1/tasks/{id}/events` (CONTRACT §5): validate everything, then hand the stream to the hub.
+"""`GET /v1/tasks/{id}/events` (CONTRACT §5): parse the request into one `StreamRequest`, check it, open it.
 
 Every check happens before the first byte, so a bad request is a real HTTP error, never a broken stream:
 bad id / cursor / parameter → 400, unknown task → 404, no acceptable format → 406, at capacity or shutting
 down → 503. A cursor past the end of the event log (an id no event has yet) is a 400: following from there would
 silently skip the events written in between.
+
+    parse      `parse_stream_request`: id, format (`encodings.choose`, the one place a format is decided), cursor
+    find       the task's record (404)
+    admit      `admit_stream`: may this caller read this task's stream, now? — the place where checks on the
+               caller (credentials, tenant, per-tenant stream limits) run, before anything is streamed
+    open       `open_stream`: the cursor checks that need the record, then the hub
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -22,25 +29,32 @@ from sluice.tracing import link_current_span
 from stream_edge import logview
 from stream_edge.deps import only_query, runtime
 from stream_edge.errors import NotAcceptable
-from stream_edge.negotiation import NDJSON, SSE, best_match
 from stream_edge.openapi import error_responses, stream_response
 from stream_edge.routes_tasks import TaskIdPath
 from stream_edge.runtime import EdgeRuntime, StreamFormat
+from stream_edge.streaming import StreamRequest, encodings
 
-__all__ = ["past_the_end", "router", "start_position"]
+__all__ = ["admit_stream", "open_stream", "parse_stream_request", "past_the_end", "router", "start_position"]
 
 router = APIRouter(prefix="/v1/tasks", tags=["events"])
 
 QUERY = ("format", "after", "follow", "snapshot")
 
 
-def stream_format(accept: str | None, override: StreamFormat | None) -> StreamFormat:
-    if override is not None:
-        return override
-    media = best_match(accept, (SSE, NDJSON))
-    if media is None:
+def parse_stream_request(
+    task_id: str,
+    *,
+    accept: str | None,
+    fmt: StreamFormat | None,
+    last_event_id: str | None,
+    after: str | None,
+    follow: bool,
+) -> StreamRequest:
+    """Everything the client asked for, validated, in one value (the snapshot is added once the record is read)."""
+    encoding = encodings.choose(accept, override=fmt)
+    if not isinstance(encoding, encodings.Encoding):
         raise NotAcceptable("not_acceptable", "event streams are text/event-stream or application/x-ndjson")
-    return "sse" if media == SSE else "ndjson"
+    return StreamRequest(parse_task_id(task_id), encoding, start_position(last_event_id, after), follow)
 
 
 def start_position(last_event_id: str | None, after: str | None) -> int:
@@ -107,21 +121,40 @@ async def task_events(
         str | None, Header(alias="Last-Event-ID", description="Resume after the last event id you received.")
     ] = None,
 ) -> Response:
-    task_id = parse_task_id(task_id)
-    chosen = stream_format(request.headers.get("accept"), fmt)
-    after_seq = start_position(last_event_id, after)
-    record = await edge.tasks.find(task_id)
+    wanted = parse_stream_request(
+        task_id,
+        accept=request.headers.get("accept"),
+        fmt=fmt,
+        last_event_id=last_event_id,
+        after=after,
+        follow=follow,
+    )
+    record = await edge.tasks.find(wanted.task_id)
     if record is None:
-        raise NotFound("task_not_found", f"no task {task_id}")
-    await check_not_future(edge, record, after_seq)
-    await _link_to_task_trace(edge, task_id)
+        raise NotFound("task_not_found", f"no task {wanted.task_id}")
+    await admit_stream(edge, request, record)
+    if snapshot:
+        wanted = replace(wanted, snapshot=record)
+    return await open_stream(edge, wanted, record)
+
+
+async def admit_stream(edge: EdgeRuntime, request: Request, record: TaskRecord) -> None:
+    """May this caller stream this task now? Raises the refusal (401/404/429) before anything is streamed.
+
+    Today every caller may read every task; checks on the caller belong here, so that they run on every path that
+    opens a stream of an existing task."""
+
+
+async def open_stream(edge: EdgeRuntime, wanted: StreamRequest, record: TaskRecord) -> Response:
+    """The checks that need the record, then the hub's stream (503 when it has no room or is shutting down)."""
+    await check_not_future(edge, record, wanted.after)
+    await _link_to_task_trace(edge, wanted.task_id)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1)
-    if past_the_end(record, after_seq):
-        follow = False  # nothing of this task can come after the cursor: send what exists (nothing) and end
-    return await edge.hub.open(
-        task_id, after=after_seq, fmt=chosen, follow=follow, snapshot=record if snapshot else None
-    )
+    if past_the_end(record, wanted.after):
+        # Nothing of this task can come after the cursor: send what exists (nothing) and end.
+        wanted = replace(wanted, follow=False)
+    return await edge.hub.open(wanted)
 
 
 def past_the_end(record: TaskRecord, after: int) -> bool:

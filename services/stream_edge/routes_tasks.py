@@ -15,9 +15,10 @@ from sluice.ids import TASK_ID_PATTERN, parse_task_id
 from stream_edge.api_models import CancelBody, InputBody, TaskCreateBody
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.errors import NotAcceptable
-from stream_edge.negotiation import JSON, NDJSON, SSE, best_match
+from stream_edge.negotiation import JSON
 from stream_edge.openapi import error_responses, record_response, stream_response
 from stream_edge.runtime import EdgeRuntime
+from stream_edge.streaming import Encoding, StreamRequest, encodings
 
 __all__ = ["TaskIdPath", "router"]
 
@@ -90,18 +91,18 @@ async def submit_task(
 ) -> Response:
     """Creates a task. With `Accept: text/event-stream` or `application/x-ndjson` the response is the task's event
     stream instead of its record (still 201, task id in `Location` and in the first event)."""
-    media = best_match(request.headers.get("accept"), (JSON, SSE, NDJSON))
-    if media is None:
+    chosen = encodings.choose(request.headers.get("accept"), plain=JSON)
+    if chosen is None:
         raise NotAcceptable("not_acceptable", "this route answers application/json, text/event-stream or x-ndjson")
-    streaming = media != JSON
-    if streaming and edge.draining:
+    encoding = chosen if isinstance(chosen, Encoding) else None
+    if encoding is not None and edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
     record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key)
     location = {"Location": location_of(record.id)}
-    if not streaming:
+    if encoding is None:
         return record_json(record, 201, location)
     try:
-        response = await edge.hub.open(record.id, after=0, fmt="sse" if media == SSE else "ndjson")
+        response = await edge.hub.open(StreamRequest(record.id, encoding))
     except Unavailable as exc:
         # The task exists: say so rather than fail the request. The client streams it later from Location.
         log.warning("task created but no stream opened: %s", exc.message, extra={"task_id": record.id})

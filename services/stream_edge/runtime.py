@@ -19,10 +19,10 @@ from starlette.responses import Response
 
 from sluice import subjects
 from sluice.bus import Bus
-from sluice.events import TaskRecord
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
 from stream_edge.settings import EdgeSettings
+from stream_edge.streaming.request import StreamRequest
 
 __all__ = ["EdgeRuntime", "StreamFormat", "StreamHubLike"]
 
@@ -40,15 +40,7 @@ class StreamHubLike(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def open(
-        self,
-        task_id: str,
-        *,
-        after: int,
-        fmt: StreamFormat,
-        follow: bool = True,
-        snapshot: TaskRecord | None = None,
-    ) -> Response: ...
+    async def open(self, request: StreamRequest) -> Response: ...
 
     @property
     def stats(self) -> Mapping[str, int | float]: ...

@@ -34,6 +34,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from sluice import events as ev
+from sluice import msgids
 from sluice.bus import Bus
 from sluice.errors import InvalidInput, Unavailable
 from sluice.eventlog import EventWriter, read_log
@@ -48,7 +49,7 @@ from .execution import CallResult, Outcome, execute
 from .metrics import ToolMetrics
 from .tools import Tool, get_tool
 
-__all__ = ["SOURCE", "Disposition", "Skipped", "ToolCallHandler", "completed_msg_id", "started_msg_id"]
+__all__ = ["SOURCE", "Disposition", "Skipped", "ToolCallHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ class Disposition(StrEnum):
     ACK = "ack"  # done with it: its result is in the log, or there is nothing to publish
     NAK = "nak"  # a transient failure: deliver it again after a delay (to any tool-runner)
     TERM = "term"  # never deliver it again: it cannot be read, or it was given up on
-
-
-def started_msg_id(task_id: str, call_id: str) -> str:
-    return f"{task_id}:tool:{call_id}:start"
-
-
-def completed_msg_id(task_id: str, call_id: str) -> str:
-    return f"{task_id}:tool:{call_id}:done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +160,11 @@ class ToolCallHandler:
         if not seen.started:
             data = ev.ToolStartedData(call_id=call.call_id, name=call.name, arguments=call.arguments)
             await self.writer.emit(
-                ev.ToolStarted, call.task_id, data, msg_id=started_msg_id(call.task_id, call.call_id), trace_id=trace_id
+                ev.ToolStarted,
+                call.task_id,
+                data,
+                msg_id=msgids.tool_started(call.task_id, call.call_id),
+                trace_id=trace_id,
             )
         begun = time.monotonic()
         result = await execute(
@@ -213,7 +210,11 @@ class ToolCallHandler:
             duration_ms=result.duration_ms,
         )
         await self.writer.emit(
-            ev.ToolCompleted, call.task_id, data, msg_id=completed_msg_id(call.task_id, call.call_id), trace_id=trace_id
+            ev.ToolCompleted,
+            call.task_id,
+            data,
+            msg_id=msgids.tool_completed(call.task_id, call.call_id),
+            trace_id=trace_id,
         )
 
 

@@ -19,7 +19,7 @@ from sluice.eventlog import read_log
 from sluice.events import TaskRecord
 from sluice.ids import new_task_id
 from sluice.provision import provision
-from stream_edge.streaming import StreamSettings
+from stream_edge.streaming import StreamRequest, StreamSettings, encodings
 from support.edge_streaming import Frame, HubUnderTest, RawClient, publish, read_stream, serving_hub
 from support.nats_server import running_server
 from support.waiting import eventually
@@ -281,7 +281,7 @@ async def test_over_max_streams_open_raises_unavailable(bus: Bus) -> None:
         holders = [asyncio.create_task(read_stream(edge.events_url(task_id), max_events=2)) for _ in range(2)]
         await eventually(lambda: _async(edge.hub.stats["active_streams"] == 2), what="two open streams")
         with pytest.raises(Unavailable) as refused:
-            await edge.hub.open(task_id, after=0, fmt="sse")
+            await edge.hub.open(StreamRequest(task_id, encodings.SSE))
         assert refused.value.code == "too_many_streams" and refused.value.retry_after_s >= 1
         async with httpx.AsyncClient() as client:
             response = await client.get(edge.events_url(task_id, follow="false"))

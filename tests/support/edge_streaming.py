@@ -30,7 +30,7 @@ from sluice import events as ev
 from sluice.bus import Bus
 from sluice.errors import Unavailable
 from sluice.eventlog import EventWriter
-from stream_edge.streaming import StreamHub, StreamSettings
+from stream_edge.streaming import StreamHub, StreamRequest, StreamSettings, encodings
 
 __all__ = ["Frame", "HubUnderTest", "RawClient", "event_data", "publish", "read_stream", "serving_hub"]
 
@@ -55,13 +55,9 @@ def _app(state: dict[str, Any]) -> Starlette:
         fmt = q.get("format") or ("ndjson" if "ndjson" in request.headers.get("accept", "") else "sse")
         snapshot = state["snapshots"].get(task_id) if q.get("snapshot") == "true" else None
         try:
-            return await hub.open(
-                task_id,
-                after=after,
-                fmt="ndjson" if fmt == "ndjson" else "sse",
-                follow=q.get("follow", "true") != "false",
-                snapshot=snapshot,
-            )
+            encoding = encodings.NDJSON if fmt == "ndjson" else encodings.SSE
+            follow = q.get("follow", "true") != "false"
+            return await hub.open(StreamRequest(task_id, encoding, after, follow, snapshot))
         except Unavailable as exc:
             return JSONResponse(
                 {"error": {"code": exc.code, "message": exc.message}},

@@ -1,16 +1,16 @@
-"""The streaming engine of stream-edge: replay + live fan-out of task events over SSE and NDJSON (CONTRACT §5).
+"""The streaming engine of stream-edge: replay + live fan-out of task events (CONTRACT §5). See ARCHITECTURE.md.
 
-    from stream_edge.streaming import StreamHub, StreamSettings
-    hub = StreamHub(bus, StreamSettings(heartbeat_s=15))
-    await hub.start()
-    response = await hub.open(task_id, after=0, fmt="sse")   # in a route, after the 404 check
-    await hub.stop()
-
-Modules: `frames` (the bytes), `link` (NATS), `reader` (catch-up by direct get), `feed` (one live consumer per
-task, shared), `client` (one client's stream and its ASGI response), `hub` (the registry and lifecycle).
+from stream_edge.streaming import StreamHub, StreamRequest, StreamSettings, encodings
+hub = StreamHub(bus, StreamSettings(heartbeat_s=15))
+await hub.start()
+response = await hub.open(StreamRequest(task_id, encodings.SSE, after=0))   # in a route, after its checks
+await hub.stop()
 """
 
+from stream_edge.streaming import encodings
+from stream_edge.streaming.encodings import Encoding
 from stream_edge.streaming.hub import StreamHub
+from stream_edge.streaming.request import StreamRequest
 from stream_edge.streaming.settings import StreamSettings
 
-__all__ = ["StreamHub", "StreamSettings"]
+__all__ = ["Encoding", "StreamHub", "StreamRequest", "StreamSettings", "encodings"]

@@ -1,47 +1,53 @@
-"""One client's event stream: the raw ASGI response and the pump that fills it.
+"""One client's event stream: the pump that fills its raw ASGI response.
 
-    prepare()   before the response exists (errors here are HTTP errors): the first catch-up batch, stream.gap,
-                task.snapshot, "already past the terminal event"
+    prepare()   before the response exists (errors here are HTTP errors): see opening.py
     run()       the response: headers, then the pump; a watcher task hears the client disconnect
     pump        catch-up from JetStream (reader.py) → join the task's feed at the seam → follow it (feed.py)
 
-Cancellation paths: the client disconnects → the watcher marks the stream closed and wakes the pump (a send
-blocked on a full socket is released by uvicorn's connection_lost). The client falls too far behind, or the hub
-stops and the grace period runs out → the pump is woken, or, if it is blocked in a send, its task is cancelled
-(and the cancellation swallowed with `uncancel`, as `asyncio.timeout` does): it returns without completing the
-response and the server closes the connection. Closing a stream never touches the task itself.
+A stream reaches the rest of the engine only through its `StreamContext` (the link, the feed registry, the
+counters, and the hand-back when it ends). Cancellation paths are drawn in ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
-from sluice import subjects
 from sluice.clock import now_iso
-from sluice.errors import Unavailable
-from sluice.eventlog import oldest_event
-from sluice.events import TERMINAL_TYPES, StreamGap, StreamGapData, TaskRecord, TaskSnapshot, encode
+from sluice.events import TaskRecord
 from sluice.ids import parse_event_id
-from stream_edge.streaming import frames
-from stream_edge.streaming.feed import TERMINAL_TYPE_BYTES, Feed, Format, Subscriber
-from stream_edge.streaming.reader import REQUEST_TIMEOUT_S, Batch, LogReader
+from stream_edge.streaming import opening
+from stream_edge.streaming.counters import Counters
+from stream_edge.streaming.encodings import encode_batch
+from stream_edge.streaming.feed import Feed
+from stream_edge.streaming.feeds import FeedRegistry
+from stream_edge.streaming.link import Link
+from stream_edge.streaming.reader import Batch, LogReader
+from stream_edge.streaming.request import StreamRequest
+from stream_edge.streaming.ring import Subscriber
 
-if TYPE_CHECKING:
-    from stream_edge.streaming.hub import StreamHub
-
-__all__ = ["ClientStream", "EventStreamResponse"]
+__all__ = ["ClientStream", "StreamContext"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = "stream-edge"
-_SUBMITTED = b"task.submitted"
+NEVER_SERVED_S = 60.0  # a stream prepared but never run (its request died in between) is released after this
+
+
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What a client stream may use: one instance shared by every stream of a process."""
+
+    link: Link
+    feeds: FeedRegistry
+    counters: Counters
+    retry_ms: int
+    release: Callable[[ClientStream], None]  # the stream is over: forget it
 
 
 class CatchUp(Enum):
@@ -51,24 +57,23 @@ class CatchUp(Enum):
 
 
 class ClientStream:
-    __slots__ = (
-        "_cut_requested", "_end_at_once", "_final", "_preamble", "_released", "_task", "feed", "fmt", "follow",
-        "hub", "last_write", "opened_at", "reader", "replayed", "started", "sub", "task_id",
-    )  # fmt: skip
+    __slots__ = ("_ctx", "_cut_requested", "_end_at_once", "_final", "_preamble", "_released", "_task", "encoding",
+                 "feed", "follow", "last_write", "opened_at", "reader", "replayed", "started", "sub",
+                 "task_id")  # fmt: skip
 
-    def __init__(self, hub: StreamHub, task_id: str, fmt: Format, after: int, follow: bool) -> None:
-        self.hub = hub
-        self.task_id = task_id
-        self.fmt: Format = fmt
-        self.follow = follow
-        self.sub = Subscriber(fmt, after, self._on_cut)
+    def __init__(self, ctx: StreamContext, request: StreamRequest) -> None:
+        self._ctx = ctx
+        self.task_id = request.task_id
+        self.encoding = enc = request.encoding
+        self.follow = request.follow
+        self.sub = Subscriber(enc, request.after, self._on_cut)
         self.reader: LogReader | None = None
         self.feed: Feed | None = None
         self.started = False
-        self.opened_at = hub.now
-        self.last_write = hub.now
+        self.opened_at = self.last_write = time.monotonic()
         self.replayed = 0
-        self._preamble: list[bytes] = [frames.sse_retry(hub.settings.retry_ms)] if fmt == "sse" else []
+        preamble = enc.preamble(ctx.retry_ms)
+        self._preamble: list[bytes] = [preamble] if preamble else []
         self._end_at_once = False
         self._final = b""  # the last bytes, sent with the end of the response
         self._task: asyncio.Task[None] | None = None
@@ -79,108 +84,52 @@ class ClientStream:
 
     async def prepare(self, snapshot: TaskRecord | None) -> None:
         if snapshot is not None:
-            self._preamble.append(self._snapshot_frame(snapshot))
+            self._preamble.append(opening.snapshot_frame(self.encoding, snapshot))
             self.sub.last_seq = parse_event_id(snapshot.last_event_id or "0")
         after = self.sub.last_seq
-        feed = self.hub.feeds.get(self.task_id)
-        if self.follow and feed is not None and not feed.closed and feed.covers(after):
+        feed = self._ctx.feeds.live(self.task_id)
+        if self.follow and feed is not None and feed.covers(after):
             feed.attach(self.sub)  # near the head: the feed's ring has everything after `after`
             self.feed = feed
             return
-        reader = self.reader = LogReader(self.hub.link, self.task_id, self.sub.wake)
+        reader = self.reader = LogReader(self._ctx.link, self.task_id, self.sub.wake)
         reader.start(after)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2 * REQUEST_TIMEOUT_S
-        while not reader.has_batch and not reader.exhausted:
-            if reader.error is not None:
-                raise reader.error
-            if loop.time() > deadline:
-                raise Unavailable("nats_timeout", f"reading the log of task {self.task_id} timed out")
-            await reader.request()
-            if not reader.has_batch and not reader.exhausted and reader.error is None:
-                await self._wait()
-        self.hub.counters.catchup_replays += 1
-        first = reader.peek()
+        first = await opening.first_batch(reader, self.task_id, self._wait)
+        self._ctx.counters.catchup_replays += 1
         if first is not None:
-            await self._check_gap(after, first)
+            gap = await opening.gap_frame(self._ctx.link, self.encoding, self.task_id, after, first)
+            if gap is not None:
+                self._preamble.append(gap)
+                self._ctx.counters.gaps_served += 1
         elif after > 0:
-            await self._check_past_terminal(after)
+            self._end_at_once = await opening.past_terminal(self._ctx.link, self.task_id, after)
 
-    async def _check_gap(self, after: int, first: Batch) -> None:
-        """CONTRACT §5: if events before the client's position have expired, say so before the rest."""
-        first_seq, first_type = first.seqs[0], first.types[0]
-        if first_type == _SUBMITTED or first_seq == after + 1:
-            return
-        if after == 0:
-            oldest = first_seq
-        else:
-            entry = await oldest_event(self.hub.bus, self.task_id)
-            if entry is None or entry.type == "task.submitted":
-                return
-            oldest = entry.seq
-        if after < oldest - 1:
-            gap = StreamGap(
-                task_id=self.task_id,
-                ts=now_iso(),
-                source=SOURCE,
-                data=StreamGapData(after=str(after), oldest=str(oldest)),
-            )
-            body = encode(gap)
-            self._preamble.append(
-                frames.sse_frame(None, "stream.gap", body) if self.fmt == "sse" else frames.ndjson_line(body)
-            )
-            self.hub.counters.gaps_served += 1
+    # ------------------------------------------------------------------ the response (response.py runs it)
 
-    async def _check_past_terminal(self, after: int) -> None:
-        """Nothing after `after`: if `after` is the task's terminal event, there never will be — end at once.
-        (Asked of the stream leader: a lagging replica could hide the terminal event and hold the stream open.)"""
-        subject = await self.hub.link.subject_at(after)
-        if subject is not None and subjects.task_id_of(subject) == self.task_id:
-            self._end_at_once = subjects.event_type_of(subject) in TERMINAL_TYPES
-
-    def _snapshot_frame(self, record: TaskRecord) -> bytes:
-        event_id = record.last_event_id or "0"
-        body = encode(TaskSnapshot(task_id=self.task_id, ts=now_iso(), source=SOURCE, id=event_id, data=record))
-        return frames.sse_frame(event_id, "task.snapshot", body) if self.fmt == "sse" else frames.ndjson_line(body)
-
-    # ------------------------------------------------------------------ the response
-
-    async def run(self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
-        task = self._task = asyncio.current_task()
+    def begin(self) -> None:
+        self._task = asyncio.current_task()
         self.started = True
-        self.last_write = self.hub.now
-        watcher = asyncio.create_task(self._watch(receive), name=f"sluice-stream-watch-{self.task_id}")
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await self._pump(send)
-        except asyncio.CancelledError:
-            if self._cut_requested and task is not None and task.uncancel() == 0:
-                return  # cut off while blocked in a send: return without completing; the server closes
-            raise
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            self.release()
+        self.last_write = time.monotonic()
 
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.sub.closed = "disconnect"
-                self.sub.wake()
-                return
+    def disconnected(self) -> None:
+        self.sub.closed = "disconnect"
+        self.sub.wake()
 
-    async def _pump(self, send: Send) -> None:
-        sub = self.sub
+    def was_cut(self) -> bool:
+        """Was the pump cancelled by `abort` (and not by anyone else)? Swallows that one cancellation."""
+        task = self._task
+        return self._cut_requested and task is not None and task.uncancel() == 0
+
+    async def pump(self, send: Send) -> None:
+        sub, trailer = self.sub, self.encoding.trailer
         if self._end_at_once:
-            await self._finish(send, b"".join(self._preamble))
+            await self._finish(send, b"".join(self._preamble) + trailer)
             return
         feed = self.feed
         if feed is None:
             state = await self._catch_up(send)
             if state is not CatchUp.EXHAUSTED or not self.follow:
-                await self._finish(send, self._final)
+                await self._finish(send, self._final + (trailer if state is CatchUp.TERMINAL else b""))
                 return
             feed = await self._join_feed(send)
             if feed is None:
@@ -193,16 +142,17 @@ class ClientStream:
             if feed.pending(sub):
                 chunk, count = feed.take(sub)
                 if count:
-                    self.hub.counters.events_delivered += count
+                    self._ctx.counters.events_delivered += count
                     if feed.finished(sub):
-                        await self._finish(send, chunk)
+                        await self._finish(send, chunk + trailer)
                         return
-                    await self._write(send, chunk)
+                    if chunk:
+                        await self._write(send, chunk)
                 continue
             if feed.finished(sub):
                 break
             if sub.heartbeat_due:
-                await self._write(send, self.hub.heartbeat(self.fmt))
+                await self._write(send, self.encoding.heartbeat(now_iso()))
                 continue
             feed.wait_for_more(sub)
             await self._wait()
@@ -226,7 +176,7 @@ class ClientStream:
                 if reader.exhausted:
                     return CatchUp.EXHAUSTED
                 if sub.heartbeat_due:
-                    await self._write(send, self.hub.heartbeat(self.fmt))
+                    await self._write(send, self.encoding.heartbeat(now_iso()))
                     continue
                 await reader.request()
                 if not reader.has_batch and not reader.exhausted:
@@ -235,9 +185,10 @@ class ClientStream:
             await reader.request()  # the next batch is on its way while this one is encoded and sent
             chunk, count, terminal = self._encode(batch)
             if count:
-                out.append(chunk)
+                if chunk:
+                    out.append(chunk)
                 self.replayed += count
-                self.hub.counters.events_delivered += count
+                self._ctx.counters.events_delivered += count
             if terminal:
                 self._final = b"".join(out)
                 return CatchUp.TERMINAL
@@ -252,10 +203,10 @@ class ClientStream:
         The feed covers the task from `covered_from`. A client behind that reads on; if the log looks exhausted
         below it, the stream leader confirms nothing lies between (a replica answering direct gets may lag).
         """
-        reader, sub = self.reader, self.sub
+        reader, sub, feeds = self.reader, self.sub, self._ctx.feeds
         assert reader is not None
         while sub.closed is None:
-            feed = self.hub.feed_for(self.task_id, sub.last_seq)
+            feed = feeds.feed_for(self.task_id, sub.last_seq)
             if not feed.covers(sub.last_seq):
                 reader.start(sub.last_seq)
                 state = await self._catch_up(send)
@@ -264,7 +215,7 @@ class ClientStream:
                 if feed.closed:
                     continue
                 if not feed.covers(sub.last_seq):
-                    following = await self.hub.link.next_seq_consistent(self.task_id, sub.last_seq)
+                    following = await self._ctx.link.next_seq_consistent(self.task_id, sub.last_seq)
                     if feed.closed or (following is not None and following < feed.covered_from):
                         continue
             self._close_reader()  # live from here on: the reader's buffers go
@@ -274,25 +225,9 @@ class ClientStream:
         return None
 
     def _encode(self, batch: Batch) -> tuple[bytes, int, bool]:
-        """The batch's events after the client's position, framed, up to and including a terminal event."""
-        seqs, types, payloads = batch.seqs, batch.types, batch.payloads
-        last = self.sub.last_seq
-        parts: list[bytes] = []
-        terminal = False
-        sse = self.fmt == "sse"
-        sse_event, ndjson_event = frames.sse_event, frames.ndjson_event
-        for i in range(len(seqs)):
-            seq = seqs[i]
-            if seq <= last:
-                continue
-            event_type = types[i]
-            parts.append(sse_event(seq, event_type, payloads[i]) if sse else ndjson_event(seq, payloads[i]))
-            last = seq
-            if event_type in TERMINAL_TYPE_BYTES:
-                terminal = True
-                break
-        self.sub.last_seq = last
-        return b"".join(parts), len(parts), terminal
+        """The batch's events after the client's position, encoded, up to and including a terminal event."""
+        chunk, count, terminal, self.sub.last_seq = encode_batch(self.encoding, batch, self.sub.last_seq)
+        return chunk, count, terminal
 
     async def _wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -310,12 +245,12 @@ class ClientStream:
         finally:
             sub.in_send = False
         sub.heartbeat_due = False
-        self.last_write = self.hub.now
+        self.last_write = time.monotonic()
 
     async def _finish(self, send: Send, body: bytes = b"") -> None:
-        if self.sub.closed == "disconnect":
-            return
         sub = self.sub
+        if sub.closed == "disconnect":
+            return
         sub.in_send = True
         try:
             await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -326,7 +261,7 @@ class ClientStream:
 
     def _on_cut(self) -> None:
         """The feed found this client too far behind."""
-        self.hub.counters.slow_clients_cut += 1
+        self._ctx.counters.slow_clients_cut += 1
         self.end("cut")
 
     def end(self, reason: str) -> None:
@@ -335,8 +270,7 @@ class ClientStream:
             self.sub.closed = reason
         if not self.started:
             self.release()
-            return
-        if self.sub.in_send:
+        elif self.sub.in_send:
             self.abort()
         else:
             self.sub.wake()
@@ -360,14 +294,19 @@ class ClientStream:
             if now - self.last_write >= idle_s and not self.sub.heartbeat_due:
                 self.sub.heartbeat_due = True
                 self.sub.wake()
-        elif now - self.opened_at > 60.0:
-            self.release()  # prepared but never served (the request died in between)
+        elif now - self.opened_at > NEVER_SERVED_S:
+            self.release()
+
+    def reconnected(self) -> None:
+        """The NATS connection came back: a catch-up request in flight may be lost."""
+        if self.reader is not None:
+            self.reader.reconnected()
 
     def _close_reader(self) -> None:
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.close()
-            self.hub.record_catchup(self.replayed, bulk=reader.pulled)
+            self._ctx.counters.record_catchup(self.replayed, bulk=reader.pulled)
 
     def release(self) -> None:
         if self._released:
@@ -376,20 +315,4 @@ class ClientStream:
         self._close_reader()
         if self.feed is not None:
             self.feed.detach(self.sub)
-        self.hub.release(self)
-
-
-class EventStreamResponse(Response):
-    """A raw ASGI response around a `ClientStream`: pre-joined bytes go straight to `send`."""
-
-    def __init__(self, stream: ClientStream, media_type: str) -> None:
-        self.status_code = 200
-        self.media_type = media_type
-        self.background = None
-        self.init_headers(
-            {"content-type": media_type, "cache-control": "no-cache, no-transform", "x-accel-buffering": "no"}
-        )
-        self._stream = stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._stream.run(receive, send, self.raw_headers)
+        self._ctx.release(self)

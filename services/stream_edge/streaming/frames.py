@@ -16,6 +16,7 @@ __all__ = [
     "NDJSON_CONTENT_TYPE",
     "SSE_CONTENT_TYPE",
     "SSE_KEEPALIVE",
+    "TERMINAL_TYPE_BYTES",
     "ndjson_event",
     "ndjson_heartbeat",
     "ndjson_line",
@@ -29,6 +30,7 @@ __all__ = [
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 NDJSON_CONTENT_TYPE = "application/x-ndjson"
 SSE_KEEPALIVE = b": keep-alive\n\n"
+TERMINAL_TYPE_BYTES = frozenset({b"task.completed", b"task.failed", b"task.canceled"})  # the log's last event
 
 _type_cache: dict[str, bytes] = {}
 

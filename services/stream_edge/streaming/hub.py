@@ -1,10 +1,12 @@
 """The stream hub: every event stream of one edge process, the task feeds they share, and their lifecycle.
 
 open()   reserves a slot (or raises Unavailable), reads the first catch-up batch, returns the response
-feeds    task id → Feed: created by the first client that reaches the live head, retired a moment after the
-         last client leaves (or the terminal event, for its consumer)
+feeds    the `FeedRegistry`: task id → Feed, shared by that task's clients on this process
 ticker   one task: heartbeats for idle streams, silent feed consumers, streams prepared but never served
 stop()   ends every stream within the grace period, then cuts what is left; deletes the feed consumers
+
+The hub is the only part that knows all the others; streams and feeds get narrow collaborators
+(`StreamContext`, `FeedDeps`) and never reach back into it.
 """
 
 from __future__ import annotations
@@ -13,42 +15,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 from starlette.responses import Response
 
 from sluice.bus import Bus
-from sluice.clock import now_iso
-from sluice.errors import InvalidInput, Unavailable
-from sluice.events import TaskRecord
-from sluice.ids import parse_task_id
-from stream_edge.streaming import frames, natsfast
-from stream_edge.streaming.client import ClientStream, EventStreamResponse
-from stream_edge.streaming.feed import Feed, Format
+from sluice.errors import Unavailable
+from stream_edge.streaming import natsfast
+from stream_edge.streaming.client import ClientStream, StreamContext
+from stream_edge.streaming.counters import Counters
+from stream_edge.streaming.feeds import FeedRegistry
 from stream_edge.streaming.link import Link
+from stream_edge.streaming.request import StreamRequest
+from stream_edge.streaming.response import EventStreamResponse
 from stream_edge.streaming.settings import StreamSettings
 
 __all__ = ["StreamHub"]
 
 log = logging.getLogger(__name__)
-
-_MEDIA_TYPES: dict[Format, str] = {"sse": frames.SSE_CONTENT_TYPE, "ndjson": frames.NDJSON_CONTENT_TYPE}
-
-
-@dataclass
-class Counters:
-    events_delivered: int = 0
-    catchup_replays: int = 0
-    catchup_lag_events: int = 0  # events the last caught-up stream replayed from JetStream
-    catchup_lag_events_sum: int = 0
-    catchup_lag_events_count: int = 0
-    catchup_lag_events_max: int = 0
-    catchup_bulk: int = 0  # catch-ups long enough to read through a pull consumer
-    slow_clients_cut: int = 0
-    gaps_served: int = 0
-    streams_opened: int = 0
-    feeds_created: int = 0
 
 
 class StreamHub:
@@ -58,8 +43,15 @@ class StreamHub:
         self.bus = bus
         self.settings = settings
         self.link = Link(bus)
-        self.feeds: dict[str, Feed] = {}
         self.counters = Counters()
+        self.feeds = FeedRegistry(
+            self.link,
+            self.spawn,
+            self.counters,
+            client_buffer_bytes=settings.client_buffer_bytes,
+            linger_s=self.feed_linger_s,
+        )
+        self._context = StreamContext(self.link, self.feeds, self.counters, settings.retry_ms, self.release)
         self._streams: set[ClientStream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -67,7 +59,6 @@ class StreamHub:
         self._stopping = False
         self._no_streams: asyncio.Event | None = None
         self._tick_s = min(1.0, settings.heartbeat_s / 4)
-        self._ndjson_heartbeat = frames.ndjson_heartbeat(now_iso())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -88,16 +79,13 @@ class StreamHub:
         if not self._started or self._stopping:
             return
         self._stopping = True
-        assert self._no_streams is not None
         for stream in list(self._streams):
             stream.end_gracefully("shutdown")
         await self._wait_for_no_streams(self.settings.shutdown_grace_s)
         for stream in list(self._streams):
             stream.end("shutdown")
         await self._wait_for_no_streams(1.0)
-        for feed in list(self.feeds.values()):
-            feed.close()
-        self.feeds.clear()
+        self.feeds.close_all()
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
@@ -120,77 +108,38 @@ class StreamHub:
 
     # ------------------------------------------------------------------ opening a stream
 
-    async def open(
-        self,
-        task_id: str,
-        *,
-        after: int,
-        fmt: Literal["sse", "ndjson"],
-        follow: bool = True,
-        snapshot: TaskRecord | None = None,
-    ) -> Response:
-        """The task's event stream from after `after` (CONTRACT §5). The caller checked that the task exists."""
+    async def open(self, request: StreamRequest) -> Response:
+        """The task's event stream as `request` says (CONTRACT §5). The route parsed and checked the request (the
+        task exists, the caller may read it); the hub only decides whether it has room."""
         if not self._started or self._stopping:
             raise Unavailable("shutting_down", "this edge is not serving streams; reconnect elsewhere", retry_after_s=1)
-        task_id = parse_task_id(task_id)
-        if fmt not in _MEDIA_TYPES:
-            raise InvalidInput("invalid_format", "format must be sse or ndjson")
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidInput("invalid_event_id", "after must be a non-negative event id")
         if len(self._streams) >= self.settings.max_streams:
             raise Unavailable(
                 "too_many_streams",
                 f"this edge serves its limit of {self.settings.max_streams} streams; retry shortly",
                 retry_after_s=2,
             )
-        stream = ClientStream(self, task_id, fmt, after, follow)
-        self._add(stream)
+        stream = ClientStream(self._context, request)
+        self._streams.add(stream)
+        assert self._no_streams is not None
+        self._no_streams.clear()
         try:
-            await stream.prepare(snapshot)
+            await stream.prepare(request.snapshot)
         except BaseException:
             stream.release()
             raise
         self.counters.streams_opened += 1
-        return EventStreamResponse(stream, _MEDIA_TYPES[fmt])
-
-    def _add(self, stream: ClientStream) -> None:
-        self._streams.add(stream)
-        assert self._no_streams is not None
-        self._no_streams.clear()
+        return EventStreamResponse(stream)
 
     def release(self, stream: ClientStream) -> None:
         self._streams.discard(stream)
         if not self._streams and self._no_streams is not None:
             self._no_streams.set()
 
-    # ------------------------------------------------------------------ feeds
-
-    def feed_for(self, task_id: str, last_seq: int) -> Feed:
-        """The task's feed; a new one starts right after `last_seq`, a position its creator has reached."""
-        feed = self.feeds.get(task_id)
-        if feed is None or feed.closed:
-            feed = Feed(self, self.link, task_id, start_seq=last_seq + 1)
-            self.feeds[task_id] = feed
-            self.counters.feeds_created += 1
-            feed.connect()
-        return feed
-
-    def retire_feed(self, feed: Feed) -> None:
-        if self.feeds.get(feed.task_id) is feed:
-            del self.feeds[feed.task_id]
-        feed.close()
-
-    # ------------------------------------------------------------------ shared services
-
-    @property
-    def now(self) -> float:
-        return time.monotonic()
-
-    def heartbeat(self, fmt: Format) -> bytes:
-        return frames.SSE_KEEPALIVE if fmt == "sse" else self._ndjson_heartbeat
+    # ------------------------------------------------------------------ background work
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """A background task the hub owns (consumer creation and deletion); cancelled at stop."""
+        """A background task the hub owns (consumer creation, polling); cancelled at stop."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -200,24 +149,14 @@ class StreamHub:
         if not task.cancelled() and task.exception() is not None:
             log.error("stream hub background task failed", exc_info=task.exception())
 
-    def record_catchup(self, events: int, *, bulk: bool = False) -> None:
-        c = self.counters
-        c.catchup_bulk += bulk
-        c.catchup_lag_events = events
-        c.catchup_lag_events_sum += events
-        c.catchup_lag_events_count += 1
-        c.catchup_lag_events_max = max(c.catchup_lag_events_max, events)
-
     def _on_bus_event(self, what: str) -> None:
         if what != "reconnected" or self._stopping:
             return
         # The server may have restarted and lost the in-memory feed consumers: re-create them from the last
         # seq each feed received. Catch-up requests in flight may be lost: ask again.
-        for feed in list(self.feeds.values()):
-            feed.request_reset()
+        self.feeds.reset_all()
         for stream in list(self._streams):
-            if stream.reader is not None:
-                stream.reader.reconnected()
+            stream.reconnected()
 
     async def _tick_forever(self) -> None:
         while True:
@@ -229,13 +168,11 @@ class StreamHub:
                 log.exception("stream hub tick failed; ticking on")
 
     def _tick(self) -> None:
-        now = self.now
-        self._ndjson_heartbeat = frames.ndjson_heartbeat(now_iso())
+        now = time.monotonic()
         idle_s = self.settings.heartbeat_s - self._tick_s
         for stream in list(self._streams):
             stream.tick(now, idle_s)
-        for feed in list(self.feeds.values()):
-            feed.check_alive(now)
+        self.feeds.check_alive(now)
 
     # ------------------------------------------------------------------ figures
 
@@ -244,6 +181,6 @@ class StreamHub:
         figures: dict[str, int | float] = dict(asdict(self.counters))
         figures["active_streams"] = len(self._streams)
         figures["active_feeds"] = len(self.feeds)
-        figures["feed_subscribers"] = sum(len(feed.subs) for feed in self.feeds.values())
-        figures["feeds_polling"] = sum(feed.polling for feed in self.feeds.values())
+        figures["feed_subscribers"] = self.feeds.subscribers
+        figures["feeds_polling"] = self.feeds.polling
         return figures

@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sluice import subjects
 from sluice.bus import Bus
 from sluice.errors import Unavailable
+from sluice.eventlog import oldest_event
 
 __all__ = ["AckFields", "Link", "ReplyHandler", "ack_fields"]
 
@@ -207,6 +208,11 @@ class Link:
         except _NATS_ERRORS as exc:
             raise Unavailable("nats_unavailable", f"reading event {seq}: {exc!r}") from exc
         return msg.subject
+
+    async def oldest_seq(self, task_id: str) -> tuple[int, str] | None:
+        """The seq and type of the oldest event the stream still holds for the task; None if it holds none."""
+        entry = await oldest_event(self.bus, task_id)
+        return None if entry is None else (entry.seq, entry.type)
 
     async def next_seq_consistent(self, task_id: str, after: int) -> int | None:
         """The seq of the task's first event after `after`, asked of the stream leader (direct gets may be answered
