@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -64,13 +63,13 @@ async def test_sigterm_ends_open_streams_and_exits_0_within_the_grace_and_a_clie
                 reader = FrameReader(stream)
                 seen.extend(await reader.read(until=lambda fs: len(fs) >= 10))
                 # SIGTERM while the stream is open: the edge ends it and exits cleanly within the grace period.
-                started = time.monotonic()
                 code = await asyncio.to_thread(edge_a.terminate, GRACE_S + 8)
-                elapsed = time.monotonic() - started
                 seen.extend(await reader.read(timeout_s=5))  # whatever it sent before it ended
                 assert reader.ended
             assert code == 0, edge_a.log_tail()
-            assert elapsed < GRACE_S + 3, f"took {elapsed:.1f}s to exit"
+            # On the edge's own log clock: from the start of the drain to the end, the grace and a little more.
+            drained_s = edge_a.log_seconds("draining event streams", "stream-edge stopped")
+            assert drained_s < GRACE_S + 1.5, f"took {drained_s:.1f}s to stop"
             assert '"msg":"ready"' in edge_a.log_text()
 
             # The task goes on without edge A; the client resumes on edge B from the last id it saw.
@@ -106,9 +105,9 @@ async def test_the_edge_process_serves_the_api_and_stops_cleanly_when_idle(
             bad = await client.get("/v1/tasks/*/events")
             assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_task_id"
             assert "sluice_edge_http_requests_total" in (await client.get("/metrics")).text
-        started = time.monotonic()
         assert await asyncio.to_thread(edge.terminate, 10.0) == 0
-        assert time.monotonic() - started < 3
+        # Idle, it does not wait out the shutdown grace (5 s by default), on its own log clock.
+        assert edge.log_seconds("draining event streams", "stream-edge stopped") < 5.0
     finally:
         edge.kill()
 

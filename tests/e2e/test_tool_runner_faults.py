@@ -7,8 +7,8 @@ without touching the session server other tests share).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -97,12 +97,13 @@ async def test_sigterm_lets_a_running_call_finish_then_exits_0(
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert "sluice_tool_calls_in_flight 1.0" in metrics and "sluice_tool_nats_connected 1.0" in metrics
 
-    began = time.monotonic()
     assert runner.terminate(timeout_s=15) == 0
-    assert time.monotonic() - began < 10  # SLUICE_TOOL_GRACE_S default
     events = await call_events(own_bus, task_id, call_id)  # complete already: no other runner exists
     assert names_of(events) == ["tool.started", "tool.completed"]
     assert isinstance(events[1], ev.ToolCompleted) and events[1].data.result == "finished"
+    # The call finished, then the runner stopped: its last record comes after the result's event.
+    stopped = [r["ts"] for r in runner.log_records() if r.get("msg") == "tool-runner stopped"]
+    assert stopped and datetime.fromisoformat(stopped[-1]) >= datetime.fromisoformat(events[1].ts), stopped
 
 
 async def test_sigterm_hands_a_call_past_the_grace_period_to_another_runner(
@@ -113,9 +114,8 @@ async def test_sigterm_hands_a_call_past_the_grace_period_to_another_runner(
     leaving = start_runner(runners, own_nats, tmp_path, "leaving", SLUICE_TOOL_GRACE_S="0.5")
     call_id = await publish_call(own_bus, task_id, "slow_echo", {"text": "handed over", "seconds": 3})
     await wait_started(own_bus, task_id, call_id)
-    began = time.monotonic()
     assert leaving.terminate(timeout_s=15) == 0
-    assert time.monotonic() - began < 5
+    # It did not wait for the 3 s call: it left without a tool.completed.
     assert names_of(await call_events(own_bus, task_id, call_id)) == ["tool.started"]
 
     start_runner(runners, own_nats, tmp_path, "taking-over")

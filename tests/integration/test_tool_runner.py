@@ -287,9 +287,8 @@ async def test_on_stop_a_call_past_the_grace_period_is_handed_back_and_completed
     async with running_worker(bus, grace_s=0.2) as running:
         call_id = await publish_call(bus, task_id, "slow_echo", {"text": "handed back", "seconds": 1.5})
         await eventually(lambda: call_events(bus, task_id, call_id), what="tool.started")
-        began = time.monotonic()
         await running.stop()
-        assert time.monotonic() - began < 2.0
+    # Stop did not wait for the 1.5 s call: the worker that ran it published no tool.completed.
     assert names_of(await call_events(bus, task_id, call_id)) == ["tool.started"]
     async with running_worker(bus):
         done = await completed_event(bus, task_id, call_id)

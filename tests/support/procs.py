@@ -6,13 +6,16 @@ waits for that line (or for an HTTP probe) instead of sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -68,6 +71,25 @@ class ServiceProcess:
         with self.log_path.open("rb") as f:
             f.seek(offset)
             return f.read().decode(errors="replace")
+
+    def log_records(self, offset: int = 0) -> list[dict[str, Any]]:
+        """The JSON log records (SLUICE_LOG_FORMAT=json) from `offset`; other lines are skipped."""
+        records = []
+        for line in self.log_text(offset).splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut short by a kill
+        return records
+
+    def log_seconds(self, first_msg: str, last_msg: str) -> float:
+        """Seconds between the first record saying `first_msg` and the last saying `last_msg`, on the process's
+        own timestamps: how long the service took, untouched by the test process's scheduling."""
+        records = self.log_records()
+        start = next(r["ts"] for r in records if r.get("msg") == first_msg)
+        end = [r["ts"] for r in records if r.get("msg") == last_msg][-1]
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_text()[-chars:]

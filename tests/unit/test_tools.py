@@ -6,7 +6,6 @@ import contextlib
 import json
 import re
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -146,12 +145,12 @@ def test_calculator_rejects_unsafe_or_invalid_input(expression: str, message: st
         calculator(expression)
 
 
+@pytest.mark.timeout(20)  # computing any of these would run for hours: a refusal that computed first hangs here
 def test_calculator_refuses_huge_powers_without_computing_them() -> None:
-    started = time.perf_counter()
     for expression in ("9**9**9", "99**99**99", "2**2**2**2**2**2", "(1/3)**(10**9)"):
-        with pytest.raises(ToolError):
+        # The size bound, known before computing, refuses it (not a later overflow or a timeout).
+        with pytest.raises(ToolError, match="too large to compute exactly"):
             calculator(expression)
-    assert time.perf_counter() - started < 1.0
 
 
 # ---------------------------------------------------------------- schemas and the registry
