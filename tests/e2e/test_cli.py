@@ -249,3 +249,21 @@ def test_status_cancel_input_and_tail_exit_codes_and_errors(stack: Stack) -> Non
 
     failed = run(stack, "run", "What is 2+2? [fault:400-always]")
     assert failed.returncode == 1 and "✗ failed" in failed.stdout
+
+
+def test_tail_after_an_id_prints_exactly_the_later_events_of_the_log(stack: Stack) -> None:
+    done = run(stack, "run", "--json", "What is 3*5?")
+    assert done.returncode == 0, done.stderr
+    task_id = json.loads(done.stdout.splitlines()[0])["task_id"]
+    log = served_log(stack, task_id)
+    assert len(log) > 4 and log[-1]["type"] == "task.completed", log
+    after = log[2]["id"]
+
+    tail = run(stack, "tail", task_id, "--after", after, "--json")
+    assert tail.returncode == 0, tail.stderr
+    printed = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert printed == log[3:], "every event after the id, nothing before it, each once"
+    assert "15" in printed[-1]["data"]["output"]
+
+    everything = run(stack, "tail", task_id, "--json")
+    assert [json.loads(line) for line in everything.stdout.splitlines()] == log

@@ -10,10 +10,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from sluice.bus import Bus
 from sluice.config import CommonConfig
+from sluice.eventlog import EventWriter, read_events, read_log
+from sluice.events import LlmDelta, LlmDeltaData, TaskSubmitted
 from sluice.ids import new_task_id
 from support.edge import EdgeUnderTest, published, running_edge
 
@@ -31,6 +34,16 @@ async def existing_task(edge: EdgeUnderTest) -> str:
     response = await edge.client.post("/v1/tasks", json={"input": "a task that exists"})
     assert response.status_code == 201
     return str(response.json()["id"])
+
+
+async def assert_created(edge: EdgeUnderTest, bus: Bus, response: httpx.Response, text: str) -> None:
+    """A 201 that stored what was sent: the record's input and the input the task.submitted event carries."""
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    record = await edge.client.get(f"/v1/tasks/{task_id}")
+    assert record.status_code == 200 and record.json()["input"] == text, record.text
+    submitted = (await read_events(bus, task_id))[0]
+    assert isinstance(submitted, TaskSubmitted) and submitted.data.input == text, submitted
 
 
 async def assert_rejected(
@@ -122,17 +135,16 @@ async def test_curl_default_form_type_is_read_as_json_and_a_real_form_body_is_40
     edge: EdgeUnderTest, bus: Bus
 ) -> None:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    response = await edge.client.post("/v1/tasks", content=b'{"input": "ok"}', headers=form)
-    assert response.status_code == 201, response.text
+    response = await edge.client.post("/v1/tasks", content=b'{"input": "typed as a form"}', headers=form)
+    await assert_created(edge, bus, response, "typed as a form")
     await assert_rejected(edge, bus, "POST", "/v1/tasks", 400, "invalid_json", content=b"input=ok", headers=form)
 
 
-async def test_json_with_a_charset_or_a_plus_json_type_is_accepted(edge: EdgeUnderTest) -> None:
+async def test_json_with_a_charset_or_a_plus_json_type_is_accepted(edge: EdgeUnderTest, bus: Bus) -> None:
     for content_type in ("application/json; charset=utf-8", "application/vnd.sluice+json"):
-        response = await edge.client.post(
-            "/v1/tasks", content=b'{"input": "ok"}', headers={"Content-Type": content_type}
-        )
-        assert response.status_code == 201, (content_type, response.text)
+        body = json.dumps({"input": f"sent as {content_type} — ünïcode"}).encode()
+        response = await edge.client.post("/v1/tasks", content=body, headers={"Content-Type": content_type})
+        await assert_created(edge, bus, response, f"sent as {content_type} — ünïcode")
 
 
 async def test_a_body_over_the_limit_is_413_by_its_declared_length(edge: EdgeUnderTest, bus: Bus) -> None:
@@ -151,13 +163,13 @@ async def test_a_chunked_body_over_the_limit_is_413_while_it_is_read(edge: EdgeU
     await assert_rejected(edge, bus, "POST", "/v1/tasks", 413, "body_too_large", content=chunks(), headers=JSON_HEADERS)
 
 
-async def test_a_chunked_body_under_the_limit_is_accepted(edge: EdgeUnderTest) -> None:
+async def test_a_chunked_body_under_the_limit_is_accepted(edge: EdgeUnderTest, bus: Bus) -> None:
     async def chunks() -> AsyncIterator[bytes]:
-        yield b'{"input": '
-        yield b'"chunked"}'
+        yield b'{"input": "chun'
+        yield b'ked in two"}'
 
     response = await edge.client.post("/v1/tasks", content=chunks(), headers=JSON_HEADERS)
-    assert response.status_code == 201, response.text
+    await assert_created(edge, bus, response, "chunked in two")
 
 
 async def test_an_accept_the_edge_cannot_serve_is_406(edge: EdgeUnderTest, bus: Bus) -> None:
@@ -241,13 +253,28 @@ async def test_a_cursor_from_the_future_is_400_with_a_clear_message(
     await assert_rejected(edge, bus, "GET", url, 400, "event_id_from_future", params={"after": str(end + 1000)})
 
 
-async def test_last_event_id_wins_over_after_even_when_after_is_bad(edge: EdgeUnderTest, existing_task: str) -> None:
-    response = await edge.client.get(
-        f"/v1/tasks/{existing_task}/events",
-        params={"after": "bogus", "follow": "false"},
-        headers={"Last-Event-ID": "0"},
-    )
-    assert response.status_code == 200
+async def test_last_event_id_wins_over_after_even_when_after_is_bad(
+    edge: EdgeUnderTest, bus: Bus, existing_task: str
+) -> None:
+    writer = EventWriter(bus, "agent-runner")
+    log = [entry.seq async for entry in read_log(bus, existing_task)]  # task.submitted
+    for n in (1, 2):
+        data = LlmDeltaData(step=1, attempt=1, text=f"d{n} ")
+        log.append(await writer.emit(LlmDelta, existing_task, data, msg_id=f"{existing_task}:s1:a1:d{n}"))
+
+    async def served_ids(after: str, last_event_id: str) -> list[int]:
+        response = await edge.client.get(
+            f"/v1/tasks/{existing_task}/events",
+            params={"after": after, "follow": "false", "format": "ndjson"},
+            headers={"Last-Event-ID": last_event_id},
+        )
+        assert response.status_code == 200, response.text
+        return [int(json.loads(line)["id"]) for line in response.text.splitlines() if '"id"' in line]
+
+    # A bad `after` is not even looked at; the header's id decides where the replay starts.
+    assert await served_ids("bogus", str(log[0])) == log[1:]
+    # Both valid and different: the header still wins.
+    assert await served_ids(str(log[1]), "0") == log
 
 
 @pytest.mark.parametrize(

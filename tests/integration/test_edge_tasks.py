@@ -76,8 +76,10 @@ async def test_defaults_fill_agent_history_metadata_and_budget(edge: EdgeUnderTe
     assert response.status_code == 201
     [submitted] = await read_events(bus, response.json()["id"])
     assert isinstance(submitted, TaskSubmitted)
-    assert submitted.data.agent == "assistant"
+    assert submitted.data.input == "hello" and submitted.data.agent == "assistant"
     assert submitted.data.history == [] and submitted.data.metadata == {}
+    stored = (await edge.client.get(f"/v1/tasks/{submitted.task_id}")).json()
+    assert stored["input"] == "hello" and stored["agent"] == "assistant" and stored["metadata"] == {}, stored
 
 
 async def test_the_same_idempotency_key_returns_the_same_task_once(edge: EdgeUnderTest, bus: Bus) -> None:
@@ -88,6 +90,9 @@ async def test_the_same_idempotency_key_returns_the_same_task_once(edge: EdgeUnd
     assert first.json()["id"] == second.json()["id"]
     assert second.headers["location"] == first.headers["location"]
     assert await task_message_counts(bus, first.json()["id"]) == (1, 1)
+    [submitted] = await read_events(bus, first.json()["id"])
+    assert isinstance(submitted, TaskSubmitted) and submitted.data.input == "once"
+    assert second.json()["input"] == "once"
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_task(edge: EdgeUnderTest, bus: Bus) -> None:
