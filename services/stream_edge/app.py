@@ -88,7 +88,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_bus = bus is None
-        active = bus if bus is not None else await connect(settings.common, name="sluice-edge")
+        active = bus if bus is not None else await connect(settings.common, name="sluice-edge", identity="edge")
         edge: EdgeRuntime | None = None
         try:
             if own_bus:

@@ -5,14 +5,23 @@ A publish that times out (or meets no responders during a leader election or rec
 being replicated (a leader that has lost its quorum), JetStream answers the retry "duplicate message id is in
 process": that is retried too, until the first attempt is stored or dropped. NATS exceptions are translated
 to `Unavailable` here and nowhere else.
+
+The connection is made as the process's own NATS identity (CONTRACT §8): an NKey seed file or a JWT creds file,
+TLS with a CA and client certificate, or a user and password in the URL, with replies on the identity's private
+inbox. A subject the server refuses this identity is logged once, naming the identity and the subject, and a
+publish to it fails at once with `PermissionDenied` instead of being retried until its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -27,8 +36,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from sluice import jsapi
 from sluice.config import CommonConfig
-from sluice.errors import Unavailable
+from sluice.errors import InvalidInput, PermissionDenied, Unavailable
+from sluice.nats_auth import load_seed
 from sluice.propagation import inject
 from sluice.tracing import STREAM_SEQUENCE, send_span, span_for_publish, template_of
 
@@ -44,6 +55,7 @@ RETRYABLE = (
     asyncio.TimeoutError,
 )
 MSG_ID = "Nats-Msg-Id"
+_REFUSED_RE = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.IGNORECASE)
 # JSStreamDuplicateMessageConflict: an earlier attempt with this msg id is still being proposed.
 DUPLICATE_IN_PROCESS = 10158
 
@@ -62,6 +74,9 @@ class ConnectionState:
     closing: bool = False
     reconnects: int = 0
     listeners: list[Callable[[str], None]] = field(default_factory=list)
+    identity: str = "anonymous"
+    # Subjects the server refused this identity (lowercased, as the server reports them): "publish"/"subscription".
+    refused: dict[str, str] = field(default_factory=dict)
 
     def notify(self, what: str) -> None:
         for listener in self.listeners:
@@ -106,9 +121,13 @@ class Bus:
     ) -> int:
         hdrs = inject(dict(headers or {}))
         hdrs[MSG_ID] = msg_id
+
+        def retry_unless_refused(exc: BaseException) -> bool:
+            return subject.lower() not in self.state.refused and _worth_retrying(exc)
+
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_worth_retrying),
+                retry=retry_if_exception(retry_unless_refused),
                 wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
                 stop=stop_after_delay(self.publish_deadline_s),
                 reraise=True,
@@ -118,6 +137,10 @@ class Bus:
                         subject, payload, timeout=2.0, headers=dict(hdrs), stream=expected_stream
                     )
         except RETRYABLE as exc:
+            if subject.lower() in self.state.refused:
+                raise PermissionDenied(
+                    "nats_permission_denied", f"NATS refused identity {self.state.identity} publish to {subject}"
+                ) from exc
             raise Unavailable("nats_unavailable", f"publish to {subject} failed: {type(exc).__name__}") from exc
         except nats.js.errors.APIError as exc:
             raise Unavailable("nats_error", f"publish to {subject} refused: {exc.description}") from exc
@@ -141,18 +164,46 @@ class Bus:
                 await self.nc.close()
 
 
+def _credentials(config: CommonConfig, identity: str | None) -> dict[str, Any]:
+    """nats-py's connect options for who we are: seed or creds file, TLS, private inbox. A seed file that is missing
+    or malformed is refused here, in one line, before any connection attempt."""
+    options: dict[str, Any] = {}
+    if identity is not None:
+        options["inbox_prefix"] = jsapi.inbox_of(identity)
+    if config.nats_nkey_file:
+        load_seed(Path(config.nats_nkey_file))
+        options["nkeys_seed"] = config.nats_nkey_file
+    if config.nats_creds_file:
+        if not Path(config.nats_creds_file).is_file():
+            raise InvalidInput("nats_creds_unreadable", f"NATS creds file {config.nats_creds_file} does not exist")
+        options["user_credentials"] = config.nats_creds_file
+    if config.nats_tls_ca or config.nats_tls_cert:
+        try:
+            context = ssl.create_default_context(cafile=config.nats_tls_ca)
+            if config.nats_tls_cert:
+                context.load_cert_chain(config.nats_tls_cert, config.nats_tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput("nats_tls_invalid", f"NATS TLS files: {exc}") from None
+        options["tls"] = context
+    return options
+
+
 async def connect(
     config: CommonConfig,
     *,
     name: str,
+    identity: str | None = None,
     on_event: Callable[[str], None] | None = None,
     wait_s: float = 30.0,
 ) -> Bus:
     """Connects with unlimited reconnects and a short ping interval; callbacks log and track readiness.
 
-    The first connection is retried for `wait_s`, so services may start before NATS does (compose, `sluice up`).
+    `identity`: the Sluice NATS identity this process is (`sluice.permissions`), for its private inbox and its log
+    lines. The first connection is retried for `wait_s`, so services may start before NATS does (compose,
+    `sluice up`); a server that refuses the credentials is not retried: that is one line and `Unavailable`.
     """
-    state = ConnectionState()
+    credentials = _credentials(config, identity)
+    state = ConnectionState(identity=identity or name)
     if on_event is not None:
         state.listeners.append(on_event)
 
@@ -169,7 +220,25 @@ async def connect(
         state.notify("reconnected")
 
     async def error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+            if not state.connected and state.reconnects == 0:
+                # Raised inside nats-py's first connect loop, which would otherwise try the same key forever.
+                raise Unavailable(
+                    "nats_refused",
+                    f"NATS refused the credentials of identity {state.identity} (authorization violation): "
+                    "check SLUICE_NATS_NKEY_FILE / SLUICE_NATS_CREDS and the server's authorization include",
+                )
+            log.error("NATS refused the credentials of identity %s on reconnect", state.identity)
+            return
+        refused = _REFUSED_RE.search(str(exc))
+        if refused is None:
+            log.warning("nats error: %s", exc)
+            return
+        what, subject = refused.group(1).lower(), refused.group(2)
+        if state.refused.get(subject) != what:
+            log.error("NATS refused identity %s %s to %s", state.identity, what, subject)
+        state.refused[subject] = what
+        state.notify("refused")
 
     async def closed() -> None:
         state.connected = False
@@ -194,6 +263,7 @@ async def connect(
             allow_reconnect=True,
             # Keep publishing through a short outage: buffered bytes are flushed on reconnect.
             pending_size=8 * 1024 * 1024,
+            **credentials,
             **callbacks,
         )
 
@@ -210,5 +280,9 @@ async def connect(
                 nc = await attempt()
     except unreachable as exc:
         raise Unavailable("nats_unavailable", f"cannot reach NATS at {', '.join(config.nats_urls)}: {exc}") from exc
+    except nats.errors.Error as exc:  # the server answered: bad credentials, TLS required, ...
+        raise Unavailable(
+            "nats_refused", f"NATS refused the connection of identity {state.identity}: {exc or type(exc).__name__}"
+        ) from exc
     state.connected = True
     return Bus(nc, state)

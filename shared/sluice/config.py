@@ -103,6 +103,13 @@ class CommonConfig:
     max_deliver: int = 5
     log_level: str = "INFO"
     log_format: str = "json"
+    # Who this process is to NATS (CONTRACT §8): an NKey seed file or a JWT creds file, and TLS. Paths, never the
+    # secrets themselves, are what the config holds and logs.
+    nats_nkey_file: str | None = None
+    nats_creds_file: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -110,15 +117,37 @@ class CommonConfig:
         replicas = r.integer("SLUICE_REPLICAS", 1, minimum=1)
         if replicas not in (1, 3, 5):
             raise InvalidInput("invalid_config", "SLUICE_REPLICAS must be 1, 3 or 5")
+        nkey_file, creds_file = r.optional("SLUICE_NATS_NKEY_FILE"), r.optional("SLUICE_NATS_CREDS")
+        if nkey_file and creds_file:
+            raise InvalidInput("invalid_config", "set SLUICE_NATS_NKEY_FILE or SLUICE_NATS_CREDS, not both")
+        tls_cert, tls_key = r.optional("SLUICE_NATS_TLS_CERT"), r.optional("SLUICE_NATS_TLS_KEY")
+        if bool(tls_cert) != bool(tls_key):
+            raise InvalidInput("invalid_config", "SLUICE_NATS_TLS_CERT and SLUICE_NATS_TLS_KEY go together")
+        events_max_age_s = r.duration("SLUICE_EVENTS_MAX_AGE", "7d")
+        duplicate_window_s = cls.duplicate_window_s
+        if events_max_age_s < duplicate_window_s:
+            # JetStream refuses a duplicate window longer than the retention, and a shorter window would let a
+            # retried publish through twice: say so once instead of every service failing at start.
+            raise InvalidInput(
+                "invalid_config",
+                f"SLUICE_EVENTS_MAX_AGE={r.text('SLUICE_EVENTS_MAX_AGE', '7d')} is shorter than the "
+                f"{duplicate_window_s:.0f}s duplicate window that makes retried publishes safe; keep events at "
+                f"least {duplicate_window_s:.0f}s",
+            )
         return cls(
             nats_urls=r.csv("SLUICE_NATS_URL") or ("nats://127.0.0.1:4222",),
             replicas=replicas,
-            events_max_age_s=r.duration("SLUICE_EVENTS_MAX_AGE", "7d"),
+            events_max_age_s=events_max_age_s,
             events_max_consumers=r.integer("SLUICE_EVENTS_MAX_CONSUMERS", 100_000, minimum=1),
             ack_wait_s=r.duration("SLUICE_ACK_WAIT", "30s"),
             max_deliver=r.integer("SLUICE_MAX_DELIVER", 5, minimum=1),
             log_level=r.text("SLUICE_LOG_LEVEL", "INFO").upper(),
             log_format=r.text("SLUICE_LOG_FORMAT", "json"),
+            nats_nkey_file=nkey_file,
+            nats_creds_file=creds_file,
+            nats_tls_ca=r.optional("SLUICE_NATS_TLS_CA"),
+            nats_tls_cert=tls_cert,
+            nats_tls_key=tls_key,
         )
 
     def describe(self) -> dict[str, object]:

@@ -5,6 +5,7 @@
     ├── NotFound                unknown task (404)
     ├── Conflict                the task's state forbids this (409)
     ├── Unavailable             NATS or a dependency is down, retry later (503)
+    │   └── PermissionDenied    NATS refused this identity a subject: a deployment mistake, said once, not retried
     ├── ProvisioningError       a stream or bucket exists with settings we cannot reconcile
     └── ModelError              the model call failed for good (carries the task.failed code)
 
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidInput",
     "ModelError",
     "NotFound",
+    "PermissionDenied",
     "ProvisioningError",
     "SluiceError",
     "Unavailable",
@@ -51,6 +53,10 @@ class Unavailable(SluiceError):
     def __init__(self, code: str | None = None, message: str = "", retry_after_s: int = 2) -> None:
         super().__init__(code, message)
         self.retry_after_s = retry_after_s
+
+
+class PermissionDenied(Unavailable):
+    code = "nats_permission_denied"
 
 
 class ProvisioningError(SluiceError):

@@ -37,7 +37,7 @@ async def _connect_unless_stopped(name: str, common: CommonConfig, stopping: asy
     NATS still unreachable when `connect` gives up: its `Unavailable` is raised as itself, not in a group."""
     try:
         async with asyncio.TaskGroup() as group:
-            connecting = group.create_task(connect(common, name=f"sluice-{name}"))
+            connecting = group.create_task(connect(common, name=f"sluice-{name}", identity=name))
             stop = group.create_task(stopping.wait())
             await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not connecting.done():

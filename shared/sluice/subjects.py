@@ -21,6 +21,7 @@ __all__ = [
     "WORK_CONSUMER",
     "WORK_STREAM",
     "control",
+    "control_all",
     "event",
     "event_type_of",
     "events_all",
@@ -110,6 +111,10 @@ def tool_calls_all() -> str:
 
 def control(task_id: str) -> str:
     return f"{CONTROL_PREFIX}.{parse_task_id(task_id)}"
+
+
+def control_all() -> str:
+    return f"{CONTROL_PREFIX}.*"
 
 
 def task_id_of(subject: str) -> str:

@@ -46,6 +46,8 @@ class NatsServer:
     name: str = "sluice-test"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # A nats-server config file (e.g. one that includes `sluice nats-auth`'s authorization), read before the flags.
+    config_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -58,6 +60,8 @@ class NatsServer:
             nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port),
             "-sd", str(self.store_dir), "-n", self.name, "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.config_file is not None:
+            args += ["-c", str(self.config_file)]
         if self.cluster_port is not None:
             args += ["--cluster_name", "sluice-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
             args += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
