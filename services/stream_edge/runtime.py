@@ -17,8 +17,8 @@ import nats.errors
 import nats.js.errors
 from starlette.responses import Response
 
-from sluice import subjects
 from sluice.bus import Bus
+from sluice.permissions import needs_of
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
 from stream_edge.settings import EdgeSettings
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 StreamFormat = Literal["sse", "ndjson"]
 _READY_TIMEOUT_S = 2.0
-_STREAMS = (subjects.EVENTS_STREAM, subjects.WORK_STREAM, subjects.TOOLS_STREAM)
+_STREAMS = needs_of("edge").streams  # what the edge uses, as its NATS identity may ask about it
 
 
 class StreamHubLike(Protocol):

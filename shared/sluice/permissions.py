@@ -7,7 +7,7 @@ the server. A stream or bucket added to provisioning is one more grant on the li
 
     identity       publishes                                        reads
     edge           task.submitted/resumed/canceled/failed, work,   the event log (direct gets, its own feeds),
-                   ctl, task records                                task records
+                   ctl, task records, contexts                      task records, contexts
     agent-runner   its own event types, tool calls, task records   its work consumer, the event log, ctl notices
     tool-runner    tool.started, tool.completed — nothing else      its tool consumer, the event log, records
     subscriber     nothing (JetStream read requests only)           the event log
@@ -153,6 +153,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         publishes(subjects.WORK_STREAM, subjects.work_all()),
         publishes("", subjects.control_all()),
         writes_bucket(subjects.TASKS_BUCKET),
+        writes_bucket(subjects.CONTEXTS_BUCKET),
         reads_log(),
         follows_log(),
     ),
