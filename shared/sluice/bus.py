@@ -39,7 +39,6 @@ from tenacity import (
 from sluice import jsapi
 from sluice.config import CommonConfig
 from sluice.errors import InvalidInput, PermissionDenied, Unavailable
-from sluice.nats_auth import load_seed
 from sluice.propagation import inject
 from sluice.tracing import STREAM_SEQUENCE, send_span, span_for_publish, template_of
 
@@ -171,6 +170,8 @@ def _credentials(config: CommonConfig, identity: str | None) -> dict[str, Any]:
     if identity is not None:
         options["inbox_prefix"] = jsapi.inbox_of(identity)
     if config.nats_nkey_file:
+        from sluice.nats_auth import load_seed  # needs `nkeys`, which only a process with a seed uses
+
         load_seed(Path(config.nats_nkey_file))
         options["nkeys_seed"] = config.nats_nkey_file
     if config.nats_creds_file:
