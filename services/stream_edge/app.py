@@ -53,11 +53,12 @@ _NOT_TRACED = "healthz,readyz,metrics"
 def edge_routers() -> list[APIRouter]:
     """Every router the edge serves, in order. Other features append theirs here."""
     from stream_edge import a2a, asyncapi, routes_contexts, routes_events, routes_ops, routes_tasks
+    from stream_edge.protocols import routes_ag_ui, routes_chat
     from stream_edge.web import router as web
 
     return [
         *(routes_tasks.router, routes_events.router, routes_contexts.router, routes_ops.router, a2a.router()),
-        *(web.router, asyncapi.router),
+        *(routes_chat.router, routes_ag_ui.router, web.router, asyncapi.router),
     ]
 
 

@@ -1,6 +1,6 @@
 """Conversations (CONTRACT §10): which tasks share a context, and the history a new task of that context gets.
 
-The index is the KV bucket `sluice-contexts`: one key per (tenant, context), holding the context's task ids oldest
+The index is the KV bucket `sluice-contexts`: one key per context (its id), holding the context's task ids oldest
 first, changed by compare-and-set. A follow-up message reads that one key — never a scan of the task bucket.
 
 The history comes from the logs, recursively: the context's latest earlier task already carries everything before
@@ -9,14 +9,14 @@ it in its `task.submitted` history, so the new task's history is that history + 
 input and says, as the assistant's turn, that its (partial) output is left out. Two direct gets per follow-up,
 however long the conversation; the newest `MAX_HISTORY` messages are kept.
 
-Tenants: the key is derived from the tenant and the context id, so another tenant's context of the same id is a
-different key — for that caller it simply does not exist (`404`, or a new context of its own).
+Tenants: a context belongs to the tenant of its first task. Context ids are global (an AG-UI `threadId` or an AI
+SDK chat id is chosen by the client, and must name one conversation), so another tenant's context id is refused
+as `context_not_found` — for reading it, and for adding a task to it — and nothing is written.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import msgspec
 import nats.js.errors
@@ -56,10 +56,8 @@ class ContextView(msgspec.Struct, kw_only=True):
     tasks: list[TaskRecord]
 
 
-def _key(tenant: str | None, context_id: str) -> str:
-    """`<tenant digest>.<context id>`: KV-safe whatever the tenant's name, and never shared across tenants."""
-    scope = hashlib.sha256((tenant or "").encode()).hexdigest()[:16] if tenant else "_"
-    return f"{scope}.{parse_context_id(context_id)}"
+def _foreign(context_id: str) -> NotFound:
+    return NotFound("context_not_found", f"no context {context_id}")
 
 
 def unanswered_note(record: TaskRecord | None) -> str:
@@ -81,12 +79,17 @@ class ContextIndex:
         self.deadline_s = deadline_s
 
     async def find(self, context_id: str, tenant: str | None = None) -> ContextRecord | None:
-        found = await self._read(_key(tenant, context_id))
-        return found[0] if found is not None else None
+        """The context, None if there is none; another tenant's is `NotFound`."""
+        found = await self._read(parse_context_id(context_id))
+        if found is None:
+            return None
+        if found[0].tenant != tenant:
+            raise _foreign(context_id)
+        return found[0]
 
     async def add(self, context_id: str, task_id: str, tenant: str | None = None) -> ContextRecord:
         """Appends a task to its context (creating the context); a task already listed is not added twice."""
-        key = _key(tenant, context_id)
+        key = parse_context_id(context_id)
         for _ in range(_CAS_ATTEMPTS):
             found = await self._read(key)
             now = now_iso()
@@ -95,6 +98,8 @@ class ContextIndex:
                 write = functools.partial(self.kv.create, key, encode(record))
             else:
                 current, revision = found
+                if current.tenant != tenant:
+                    raise _foreign(context_id)
                 if task_id in current.tasks:
                     return current
                 if len(current.tasks) >= MAX_CONTEXT_TASKS:
@@ -164,7 +169,7 @@ class Conversations:
         """The context and its task records, oldest first (`NotFound` for a context this tenant does not have)."""
         context = await self.index.find(context_id, tenant)
         if context is None:
-            raise NotFound("context_not_found", f"no context {context_id}")
+            raise _foreign(context_id)
         records = [r for r in [await self.store.find(t) for t in context.tasks] if r is not None]
         return context, records
 

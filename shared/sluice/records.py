@@ -98,14 +98,22 @@ class TaskStore:
 
     async def claim_idempotency_key(self, key: str, task_id: str) -> str:
         """First writer wins: returns the task id the key belongs to (ours, or an earlier task's)."""
-        digest = hashlib.sha256(key.encode()).hexdigest()[:48]
-        entry_key = f"idem.{digest}"
+        entry_key = _idempotency_entry(key)
         try:
             await self._patiently("claiming an idempotency key", lambda: self.kv.create(entry_key, task_id.encode()))
             return task_id
         except nats.js.errors.KeyWrongLastSequenceError:
             entry = await self._patiently("reading an idempotency key", lambda: self.kv.get(entry_key))
             return (entry.value or b"").decode()
+
+    async def idempotency_owner(self, key: str) -> str | None:
+        """The task id an idempotency key belongs to; None if no request has claimed it."""
+        entry_key = _idempotency_entry(key)
+        try:
+            entry = await self._patiently("reading an idempotency key", lambda: self.kv.get(entry_key))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return (entry.value or b"").decode() or None
 
     async def _holds(self, key: str, payload: bytes) -> bool:
         """Does the bucket hold exactly `payload` under `key` now?"""
@@ -117,6 +125,10 @@ class TaskStore:
 
     async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         return await patiently(what, request, self.deadline_s)
+
+
+def _idempotency_entry(key: str) -> str:
+    return "idem." + hashlib.sha256(key.encode()).hexdigest()[:48]
 
 
 async def patiently(what: str, request: Callable[[], Awaitable[T]], deadline_s: float) -> T:

@@ -21,6 +21,7 @@ __all__ = [
     "ndjson_heartbeat",
     "ndjson_line",
     "served_json",
+    "sse_data",
     "sse_event",
     "sse_frame",
     "sse_retry",
@@ -77,6 +78,15 @@ def sse_frame(id: str | int | None, type: str, json_bytes: bytes) -> bytes:
     if id is not None:
         head = b"id: " + str(id).encode() + b"\n" + head
     return head + json_bytes + b"\n\n"
+
+
+def sse_data(id: int, bodies: list[bytes]) -> bytes:
+    """One log event as a protocol's SSE frames (`data:` only, as the AI SDK and AG-UI read them), the event id on
+    the last: a connection cut between them resumes before the event, never inside it. No bodies: nothing."""
+    if not bodies:
+        return b""
+    head = [b"data: " + body + b"\n\n" for body in bodies[:-1]]
+    return b"".join((*head, b"id: %d\ndata: " % id, bodies[-1], b"\n\n"))
 
 
 def ndjson_line(json_bytes: bytes) -> bytes:
