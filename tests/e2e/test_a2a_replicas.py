@@ -24,7 +24,7 @@ from support.stack import Stack, stack
 
 __all__ = ["stack"]
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 SLOW = "[fault:slow:50]"
 TERMINAL = ("TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED")

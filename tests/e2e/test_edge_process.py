@@ -22,6 +22,8 @@ from support.edge import FrameReader, StreamFrame, collect_stream, edge_process
 from support.nats_server import NatsServer
 from support.procs import SLUICE, base_env
 
+pytestmark = pytest.mark.slow  # every test here runs `sluice edge` as a process
+
 GRACE_S = 2.0
 
 
@@ -43,7 +45,6 @@ async def as_runner_complete(bus: Bus, task_id: str) -> int:
     )
 
 
-@pytest.mark.slow
 async def test_sigterm_ends_open_streams_and_exits_0_within_the_grace_and_a_client_resumes_on_another_edge(
     nats_server: NatsServer, bus: Bus, tmp_path: Path
 ) -> None:
@@ -92,7 +93,6 @@ async def test_sigterm_ends_open_streams_and_exits_0_within_the_grace_and_a_clie
         edge_b.kill()
 
 
-@pytest.mark.slow
 async def test_the_edge_process_serves_the_api_and_stops_cleanly_when_idle(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:

@@ -134,27 +134,32 @@ async def test_tool_runner_killed_mid_call_is_replaced_and_the_task_completes(bu
     else:
         pytest.fail("the frozen tool-runner never took a call")
     runners.kill("tool-runner")
+    replacement_log = tool_runner.log_path.stat().st_size  # the log file is shared by every tool-runner run
     runners.start_service("tool-runner")
 
     events = await wait_for_end(bus, task, timeout_s=40)
     assert_ends_once(events)
     assert_each_call_completed_once(events)
     assert [s.attempt for s in data_of(events, "task.started")] == [1]  # the agent-runner just waited
-    assert "redelivered (delivery 2)" in runners.logs("tool-runner")  # the replacement got the held call
+    [call] = data_of(events, "tool.started")
+    # The replacement (its own lines, this task's call) got the held call.
+    assert f"tool call {call.call_id} redelivered (delivery 2)" in tool_runner.log_text(replacement_log)
     assert "391" in data_of(events, "task.completed")[0].output
 
 
 async def test_sigterm_hands_a_running_task_to_another_runner(bus: Bus, runners: Stack) -> None:
+    first = runners.service("agent-runner")
+    own_lines = first.log_path.stat().st_size  # the log file is shared by every agent-runner run
     task = await submit(bus, f"tell me a long story [fault:slow:60] ({nonce()})")
     await LogWatch(bus, task).first("llm.delta")
-    first = runners.service("agent-runner")
     assert first.terminate(timeout_s=20) == 0  # grace 1 s, then the task is handed back mid-step
     runners.start_service("agent-runner")
     events = await wait_for_end(bus, task, timeout_s=40)
     assert_ends_once(events)
     assert [s.attempt for s in data_of(events, "task.started")] == [1, 2]
     assert [(s.step, s.attempt) for s in data_of(events, "llm.started")] == [(1, 1), (1, 2)]
-    assert "handing back" in first.log_text() or "handed back" in first.log_text()
+    leaving = [line for line in first.log_text(own_lines).splitlines() if task in line]
+    assert any("handing back" in line or "handed back" in line for line in leaving), leaving
 
 
 async def _queued(bus: Bus) -> bool:

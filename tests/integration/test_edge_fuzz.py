@@ -13,6 +13,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from sluice.bus import Bus
 from sluice.config import CommonConfig
 from support.edge import running_edge
@@ -20,6 +22,7 @@ from support.edge import running_edge
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 
 
+@pytest.mark.slow  # schemathesis runs as a process
 async def test_fuzzing_the_api_from_its_schema_finds_no_server_error(
     common_config: CommonConfig, bus: Bus, tmp_path: Path
 ) -> None:

