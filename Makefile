@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench lint fmt clean system-deps
+.PHONY: install run test bench lint fmt clean system-deps node-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Sluice needs Python 3.11+"'
@@ -26,7 +26,15 @@ run: $(STAMP)
 system-deps:
 	@$(PYTHON) tests/support/system_deps.py
 
-test: $(STAMP) system-deps
+# The official JavaScript clients the Node tests drive (`ai`, `@ag-ui/client`), pinned in tests/node/package-lock.json.
+NODE_DEPS := tests/node/node_modules/.package-lock.json
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tests/node && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm is missing: the Node client tests will be skipped"; fi
+
+node-deps: $(NODE_DEPS)
+
+test: $(STAMP) system-deps node-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
