@@ -5,6 +5,7 @@ hostile text, and a phone-width screen. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,6 +150,25 @@ async def test_approving_a_tool_call_runs_it(page: Page, stack: Stack) -> None:
     await expect(page.locator("#result")).to_contain_text("Completed")
     await expect(page.locator(".tool .tool-result")).to_have_text("42")
     assert "42" in await output_of(stack, task_id)
+
+
+async def test_denying_a_tool_call_skips_it_and_the_task_says_so(page: Page, stack: Stack) -> None:
+    task_id = await submit(page, stack, "What is 8*9?", agent="careful-assistant")
+    await expect(page.locator("#deny")).to_be_visible()
+    await expect(page.locator("#input-call")).to_contain_text("calculator")
+    await page.click("#deny")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator("#input")).to_be_hidden()
+    await expect(page.locator(".note.answer")).to_have_text("› denied")
+    await expect(page.locator(".tool[data-call-id]")).to_have_attribute("data-status", "error")
+    output = await output_of(stack, task_id)
+    assert "denied by the user" in output and "72" not in output, output
+    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=10) as http:
+        log = (await http.get(f"/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"})).text
+    events = [json.loads(line) for line in log.splitlines()]
+    [resumed] = [e["data"] for e in events if e["type"] == "task.resumed"]
+    [result] = [e["data"] for e in events if e["type"] == "tool.completed"]
+    assert resumed["approved"] is False and result["ok"] is False, (resumed, result)
 
 
 async def test_a_task_url_replays_it_and_hostile_text_stays_text(browser: Browser, stack: Stack) -> None:

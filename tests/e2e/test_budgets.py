@@ -1,0 +1,87 @@
+"""Budgets end to end: a budget sent with `POST /v1/tasks` reaches the agent-runner *process* (through the edge,
+the task.submitted event and the work queue) and stops the task there — warning first, then `budget.exceeded` and
+`task.failed` with `budget_exceeded`, the record failed with the same error. The in-process tests
+(integration/test_agent_runner_control.py) prove each kind's arithmetic; this proves the path.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from support.stack import Stack, stack
+from support.waiting import wait_until
+
+__all__ = ["stack"]  # the fixture, imported for pytest
+
+pytestmark = pytest.mark.slow
+
+
+def create(stack: Stack, text: str, budget: dict[str, Any]) -> str:
+    body = {"input": f"{text} ({uuid.uuid4().hex[:8]})", "budget": budget}
+    created = httpx.post(f"{stack.edge_url}/v1/tasks", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def ended(stack: Stack, task_id: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body: dict[str, Any] = httpx.get(f"{stack.edge_url}/v1/tasks/{task_id}", timeout=10).json()
+        return body if body["state"] in ("completed", "failed", "canceled") else None
+
+    return wait_until(probe, timeout_s=45, what=f"task {task_id} to end")
+
+
+def log_of(stack: Stack, task_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
+    )
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def data_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if e["type"] == kind]
+
+
+@pytest.mark.parametrize(
+    ("text", "budget", "kind"),
+    [
+        ("Tell me a story", {"max_output_tokens": 5}, "tokens"),
+        ("What is 17*23?", {"max_steps": 1}, "steps"),
+        ("Tell me a long story [fault:slow:100]", {"timeout_s": 0.8}, "time_s"),
+    ],
+)
+def test_a_budget_sent_over_http_stops_the_task_in_the_runner_process(
+    stack: Stack, text: str, budget: dict[str, Any], kind: str
+) -> None:
+    task_id = create(stack, text, budget)
+    record = ended(stack, task_id)
+    events = log_of(stack, task_id)
+    types = [e["type"] for e in events]
+    assert types[-2:] == ["budget.exceeded", "task.failed"], types
+    assert types.index("budget.warning") < types.index("budget.exceeded"), types
+    [exceeded] = data_of(events, "budget.exceeded")
+    assert data_of(events, "budget.warning")[-1]["kind"] == exceeded["kind"] == kind
+    assert exceeded["used"] >= exceeded["limit"] == next(iter(budget.values())), exceeded
+    [failed] = data_of(events, "task.failed")
+    assert failed["error"]["code"] == "budget_exceeded" and kind in failed["error"]["message"], failed
+    assert record["state"] == "failed" and record["error"]["code"] == "budget_exceeded", record
+    assert record["last_event_id"] == events[-1]["id"]
+    if kind == "time_s":
+        assert "llm.completed" not in types  # cut mid-stream, not at the end of the step
+    [submitted] = data_of(events, "task.submitted")
+    assert submitted["budget"] == budget  # what the runner read is what was sent
+
+
+def test_a_budget_that_is_only_reached_warns_and_the_task_completes(stack: Stack) -> None:
+    task_id = create(stack, "What is 17*23?", {"max_steps": 2})
+    record = ended(stack, task_id)
+    assert record["state"] == "completed" and "391" in record["output"], record
+    events = log_of(stack, task_id)
+    assert [(w["kind"], w["used"], w["limit"]) for w in data_of(events, "budget.warning")] == [("steps", 2, 2)]
+    assert "budget.exceeded" not in [e["type"] for e in events]
