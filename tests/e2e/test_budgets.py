@@ -6,7 +6,6 @@ the task.submitted event and the work queue) and stops the task there — warnin
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -30,18 +29,10 @@ def create(stack: Stack, text: str, budget: dict[str, Any]) -> str:
 
 def ended(stack: Stack, task_id: str) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        body: dict[str, Any] = httpx.get(f"{stack.edge_url}/v1/tasks/{task_id}", timeout=10).json()
+        body = stack.task_record(task_id)
         return body if body["state"] in ("completed", "failed", "canceled") else None
 
     return wait_until(probe, timeout_s=45, what=f"task {task_id} to end")
-
-
-def log_of(stack: Stack, task_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
-    )
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines()]
 
 
 def data_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -61,7 +52,7 @@ def test_a_budget_sent_over_http_stops_the_task_in_the_runner_process(
 ) -> None:
     task_id = create(stack, text, budget)
     record = ended(stack, task_id)
-    events = log_of(stack, task_id)
+    events = stack.task_log(task_id)
     types = [e["type"] for e in events]
     assert types[-2:] == ["budget.exceeded", "task.failed"], types
     assert types.index("budget.warning") < types.index("budget.exceeded"), types
@@ -82,6 +73,6 @@ def test_a_budget_that_is_only_reached_warns_and_the_task_completes(stack: Stack
     task_id = create(stack, "What is 17*23?", {"max_steps": 2})
     record = ended(stack, task_id)
     assert record["state"] == "completed" and "391" in record["output"], record
-    events = log_of(stack, task_id)
+    events = stack.task_log(task_id)
     assert [(w["kind"], w["used"], w["limit"]) for w in data_of(events, "budget.warning")] == [("steps", 2, 2)]
     assert "budget.exceeded" not in [e["type"] for e in events]

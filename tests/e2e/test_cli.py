@@ -72,14 +72,6 @@ def kill_and_restart_edge(stack: Stack) -> datetime:
     return died
 
 
-def served_log(stack: Stack, task_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
-    )
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines()]
-
-
 def assert_running_when_the_edge_died(events: list[dict[str, Any]], died: datetime) -> None:
     """The precondition of a restart test, from the log: the task streamed text after the edge was gone, so the
     client really had to resume (a task that ended first would make the test prove nothing)."""
@@ -105,7 +97,7 @@ def test_run_in_a_terminal_survives_an_edge_restart_and_shows_the_answer_exactly
     assert squash(screen).count(squash(output)) == 1, screen
     assert squash(screen).count("I am the Sluice demo model") == 1, screen
     assert "✓ completed" in screen
-    assert_running_when_the_edge_died(served_log(stack, task_id), died)
+    assert_running_when_the_edge_died(stack.task_log(task_id), died)
 
 
 def test_run_json_prints_exactly_the_served_events_across_an_edge_restart(stack: Stack) -> None:
@@ -131,7 +123,7 @@ def test_run_json_prints_exactly_the_served_events_across_an_edge_restart(stack:
     lines, code, died = asyncio.run(scenario())
     assert code == 0
     task_id = json.loads(lines[0])["task_id"]
-    served = served_log(stack, task_id)
+    served = stack.task_log(task_id)
     assert [json.loads(line) for line in lines] == served
     assert_running_when_the_edge_died(served, died)
     ids = [int(json.loads(line)["id"]) for line in lines]
@@ -255,7 +247,7 @@ def test_tail_after_an_id_prints_exactly_the_later_events_of_the_log(stack: Stac
     done = run(stack, "run", "--json", "What is 3*5?")
     assert done.returncode == 0, done.stderr
     task_id = json.loads(done.stdout.splitlines()[0])["task_id"]
-    log = served_log(stack, task_id)
+    log = stack.task_log(task_id)
     assert len(log) > 4 and log[-1]["type"] == "task.completed", log
     after = log[2]["id"]
 

@@ -31,21 +31,6 @@ def sluice(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def record(stack: Stack, task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{stack.edge_url}/v1/tasks/{task_id}", timeout=10)
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def served_log(stack: Stack, task_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{stack.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
-    )
-    response.raise_for_status()
-    return [json.loads(line) for line in response.text.splitlines()]
-
-
 def waiting_for_approval(stack: Stack, question: str) -> str:
     """A careful-assistant task created over HTTP, once its record says it waits for the approval."""
     created = httpx.post(
@@ -53,13 +38,13 @@ def waiting_for_approval(stack: Stack, question: str) -> str:
     )
     assert created.status_code == 201, created.text
     task_id = str(created.json()["id"])
-    wait_until(lambda: record(stack, task_id)["state"] == "input-required", timeout_s=30, what="the approval ask")
+    wait_until(lambda: stack.task_record(task_id)["state"] == "input-required", timeout_s=30, what="the approval ask")
     return task_id
 
 
 def finished(stack: Stack, task_id: str) -> dict[str, Any]:
     return wait_until(
-        lambda: (r := record(stack, task_id))["state"] in ("completed", "failed", "canceled") and r,
+        lambda: (r := stack.task_record(task_id))["state"] in ("completed", "failed", "canceled") and r,
         timeout_s=30,
         what=f"task {task_id} to end",
     )
@@ -72,7 +57,7 @@ def data_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("flag", "approved"), [("--approve", True), ("--deny", False)])
 def test_input_approve_or_deny_decides_whether_the_tool_runs(stack: Stack, flag: str, approved: bool) -> None:
     task_id = waiting_for_approval(stack, "What is 7*8?")
-    [ask] = data_of(served_log(stack, task_id), "task.input_required")
+    [ask] = data_of(stack.task_log(task_id), "task.input_required")
     assert ask["kind"] == "approval" and ask["name"] == "calculator", ask
 
     answered = sluice(stack, "input", task_id, flag)
@@ -80,7 +65,7 @@ def test_input_approve_or_deny_decides_whether_the_tool_runs(stack: Stack, flag:
 
     done = finished(stack, task_id)
     assert done["state"] == "completed", done
-    events = served_log(stack, task_id)
+    events = stack.task_log(task_id)
     [resumed] = data_of(events, "task.resumed")
     assert resumed["approved"] is approved, resumed
     [result] = data_of(events, "tool.completed")
@@ -103,7 +88,7 @@ def test_input_refuses_a_decision_and_an_answer_together_and_a_task_that_does_no
     finished(stack, task_id)
     again = sluice(stack, "input", task_id, "--deny")  # nothing waits any more
     assert again.returncode == 1 and again.stderr.startswith("sluice: ") and again.stderr.count("\n") == 1
-    assert [r["approved"] for r in data_of(served_log(stack, task_id), "task.resumed")] == [True]
+    assert [r["approved"] for r in data_of(stack.task_log(task_id), "task.resumed")] == [True]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +122,7 @@ def test_every_event_a_real_task_served_validates_and_broken_ones_do_not(
     for event in events:
         errors = [e.message for e in validator.iter_errors(event)]
         assert not errors, (event, errors)
-    assert validator.is_valid(record(stack, events[0]["task_id"]))  # the record is one of the wire types too
+    assert validator.is_valid(stack.task_record(events[0]["task_id"]))  # the record is one of the wire types too
 
     completed = events[-1]
     broken = [

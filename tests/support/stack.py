@@ -15,12 +15,15 @@ server (durable consumers are shared by name). `stack` below is a session fixtur
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from support.nats_server import NatsServer, free_port
@@ -59,6 +62,21 @@ class Stack:
     def nats_url(self) -> str:
         assert self.nats is not None, "the stack is not started"
         return self.nats.url
+
+    def task_record(self, task_id: str) -> dict[str, Any]:
+        """`GET /v1/tasks/{id}` on the edge: the task's record."""
+        response = httpx.get(f"{self.edge_url}/v1/tasks/{task_id}", timeout=10)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def task_log(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's events as the edge serves them now (`follow=false`, NDJSON), one dict each."""
+        response = httpx.get(
+            f"{self.edge_url}/v1/tasks/{task_id}/events", params={"follow": "false", "format": "ndjson"}, timeout=10
+        )
+        response.raise_for_status()
+        return [json.loads(line) for line in response.text.splitlines()]
 
     def client_env(self, **overrides: str) -> dict[str, str]:
         """An environment for a client process (`sluice run`, a script) pointed at this stack's edge."""
