@@ -33,7 +33,7 @@ from sluice.ids import is_task_id, parse_event_id
 from sluice_cli.render import PlainView, input_prompt
 from sluice_cli.render_live import LiveView
 
-__all__ = ["register"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "Session", "context_id_arg", "read_line", "register", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _QUESTION = TaskInputRequiredData(prompt="", kind="question")
@@ -47,22 +47,23 @@ def register(sub: Any) -> None:
     run.add_argument("prompt", help="what to ask")
     run.add_argument("--agent", default="assistant", help="the agent (or crew) to run (default: assistant)")
     run.add_argument("--json", action="store_true", help="print the raw events as NDJSON, one per line")
-    run.set_defaults(handler=lambda a: _main(_run(a)))
+    run.add_argument("--context", metavar="ID", help="continue this conversation (a context id a run printed)")
+    run.set_defaults(handler=lambda a: run_command(_run(a)))
 
     tail = sub.add_parser("tail", help="follow a task's events", description="Follow a task's events live.")
     tail.add_argument("task_id", metavar="ID")
     tail.add_argument("--after", metavar="EVENT_ID", help="start after this event id (default: from the start)")
     tail.add_argument("--json", action="store_true", help="print the raw events as NDJSON, one per line")
-    tail.set_defaults(handler=lambda a: _main(_tail(a)))
+    tail.set_defaults(handler=lambda a: run_command(_tail(a)))
 
     status = sub.add_parser("status", help="show a task's record", description="Show a task's record.")
     status.add_argument("task_id", metavar="ID")
     status.add_argument("--json", action="store_true", help="print the record as JSON")
-    status.set_defaults(handler=lambda a: _main(_status(a)))
+    status.set_defaults(handler=lambda a: run_command(_status(a)))
 
     cancel = sub.add_parser("cancel", help="cancel a task", description="Cancel a task.")
     cancel.add_argument("task_id", metavar="ID")
-    cancel.set_defaults(handler=lambda a: _main(_cancel(a)))
+    cancel.set_defaults(handler=lambda a: run_command(_cancel(a)))
 
     give = sub.add_parser(
         "input", help="answer a task that waits for input", description="Answer a task that waits for input."
@@ -72,18 +73,23 @@ def register(sub: Any) -> None:
     decision = give.add_mutually_exclusive_group()
     decision.add_argument("--approve", action="store_true", help="approve the step the task asks about")
     decision.add_argument("--deny", action="store_true", help="deny the step the task asks about")
-    give.set_defaults(handler=lambda a: _main(_input(a, give)))
+    give.set_defaults(handler=lambda a: run_command(_input(a, give)))
 
 
 # ---------------------------------------------------------------------- commands
 
 
 async def _run(args: argparse.Namespace) -> int:
+    context = None if args.context is None else context_id_arg(args.context)
     async with EdgeClient(edge_url()) as client:
-        record = await client.submit(args.prompt, agent=args.agent, idempotency_key=new_idempotency_key())
-        return await Session(client, record.id, json_out=args.json, cancel_on_second_interrupt=True).run(
-            agent=record.agent
+        record = await client.submit(
+            args.prompt, agent=args.agent, idempotency_key=new_idempotency_key(), context_id=context
         )
+        session = Session(client, record.id, json_out=args.json, cancel_on_second_interrupt=True)
+        code = await session.run(agent=record.agent)
+        if record.context_id and not args.json:
+            session.view.note(f"continue this conversation: sluice run --context {record.context_id} '…'")
+        return code
 
 
 async def _tail(args: argparse.Namespace) -> int:
@@ -277,7 +283,7 @@ class Session:
             while True:
                 out.write(input_prompt(self.transcript.input_request or _QUESTION))
                 out.flush()
-                line = await _read_line()
+                line = await read_line()
                 if line is None:
                     return None
                 choice = line.strip()
@@ -320,7 +326,7 @@ class Session:
 # ---------------------------------------------------------------------- plumbing
 
 
-def _main(work: Awaitable[int]) -> int:
+def run_command(work: Awaitable[int]) -> int:
     """Runs a command; every failure becomes one sentence on stderr and an exit code."""
     try:
         return asyncio.run(_unwrap(work))
@@ -369,11 +375,24 @@ async def _as_coro(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-async def _read_line(fd: int = 0) -> str | None:
+_unread = bytearray()  # what was read from stdin past the last line returned (piped input comes in one chunk)
+
+
+def _take_line() -> str | None:
+    line, newline, rest = bytes(_unread).partition(b"\n")
+    if not newline:
+        return None
+    _unread[:] = rest
+    return line.decode(errors="replace")
+
+
+async def read_line(fd: int = 0) -> str | None:
     """One line from the terminal without blocking the loop (cancellable); None at end of input."""
+    ready = _take_line()
+    if ready is not None:
+        return ready
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str | None] = loop.create_future()
-    buffer = bytearray()
 
     def readable() -> None:
         try:
@@ -383,17 +402,26 @@ async def _read_line(fd: int = 0) -> str | None:
         if done.done():
             return
         if not chunk:
-            done.set_result(None)
+            last = bytes(_unread).decode(errors="replace")
+            _unread.clear()
+            done.set_result(last or None)
             return
-        buffer.extend(chunk)
-        if b"\n" in buffer:
-            done.set_result(bytes(buffer).split(b"\n", 1)[0].decode(errors="replace"))
+        _unread.extend(chunk)
+        line = _take_line()
+        if line is not None:
+            done.set_result(line)
 
     loop.add_reader(fd, readable)
     try:
         return await done
     finally:
         loop.remove_reader(fd)
+
+
+def context_id_arg(value: str) -> str:
+    if not is_task_id(value):
+        raise InvalidInput("invalid_context_id", f"{value!r} is not a context id (8 to 64 letters, digits, '_' or '-')")
+    return value
 
 
 def _task_id(value: str) -> str:

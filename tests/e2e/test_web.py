@@ -239,3 +239,54 @@ async def test_page_drops_superseded_attempts_and_duplicate_events(page: Page) -
         assert await answer_text(page) == "Hello right"
         resumed = [r["headers"].get("last-event-id") for r in edge.requests if r["path"].endswith("/events")]
         assert resumed[0] is None and log[3].id in resumed[1:], resumed
+
+
+# ---------------------------------------------------------------- a conversation
+
+
+async def test_a_follow_up_continues_the_conversation_shown_above_it_and_listed_as_recent(
+    page: Page, stack: Stack
+) -> None:
+    first = await submit(page, stack, "What is 6 * 7?")
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    await expect(page.locator("#recent-list a").first).to_have_text("What is 6 * 7?")
+    await page.fill("#prompt", "And what is 7 * 8?")
+    await page.click("#run")
+    await expect(page.locator("#task-link")).not_to_have_text(first)
+    second = await page.locator("#task-link").inner_text()
+    await expect(page.locator("#result")).to_contain_text("Completed")
+    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=10) as http:
+        records = [(await http.get(f"/v1/tasks/{t}")).json() for t in (first, second)]
+    context = records[0]["context_id"]
+    assert records[1]["context_id"] == context
+    await expect(page.locator("#turns .turn")).to_have_count(1)
+    await expect(page.locator("#turns .turn-question")).to_contain_text("What is 6 * 7?")
+    await expect(page.locator("#turns .turn-answer")).to_have_text(records[0]["output"])
+    await expect(page.locator(f"#recent-list a[data-context='{context}']")).to_have_count(1)
+
+    await page.click("#new-chat")
+    await expect(page.locator("#conversation")).to_be_hidden()
+    await page.goto(f"{stack.edge_url}/?context={context}")  # reopening it shows its last task, the first above it
+    await expect(page.locator("#task-link")).to_have_text(second)
+    await expect(page.locator("#turns .turn")).to_have_count(1)
+
+
+async def test_markdown_answers_are_built_as_dom_with_nothing_from_outside_the_edge(page: Page, stack: Stack) -> None:
+    await page.goto(f"{stack.edge_url}/")
+    markdown = (
+        "# Title\n**bold** and *it* and `code` <script>window.pwned=1</script>\n\n- one\n- two\n\n"
+        "[outside](https://example.com/x) [inside](/docs) ![pic](https://example.com/p.png) [js](javascript:alert(1))\n"
+        "```python\nprint('<b>')\n```"
+    )
+    html = await page.evaluate(
+        "(text) => { const d = document.createElement('div'); d.append(SluiceMarkdown.render(text));"
+        " return d.innerHTML; }",
+        markdown,
+    )
+    assert "<h3>Title</h3>" in html and "<strong>bold</strong>" in html and "<em>it</em>" in html
+    assert "<code>code</code>" in html and "<ul><li>one</li><li>two</li></ul>" in html
+    assert "&lt;script&gt;" in html and "<script" not in html and "<img" not in html
+    assert '<a href="/docs">inside</a>' in html and "https://example.com/x" in html
+    assert 'href="https:' not in html and 'href="javascript:' not in html
+    assert "<pre><code data-lang=\"python\">print('&lt;b&gt;')</code></pre>" in html
+    assert await page.evaluate("window.pwned") is None

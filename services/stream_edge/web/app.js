@@ -1,4 +1,8 @@
-// Sluice web client: submit a task, watch its events stream in, answer it, cancel it.
+// Sluice web client: a conversation with an agent — submit, watch each answer stream in, answer, cancel.
+//
+// A conversation is a Sluice context: the first message starts one, every follow-up is a task with its
+// `context_id` (the edge gives the agent the earlier turns), `?context=ID` opens one, and the recent ones are
+// listed (kept in this browser's localStorage). Answers render as Markdown through markdown.js (DOM nodes only).
 //
 // The stream is the browser's own EventSource on /v1/tasks/{id}/events, so reconnecting with Last-Event-ID is
 // native; when the browser gives up (an HTTP error while an edge restarts) we open a new one after the last id
@@ -28,7 +32,12 @@
     question: $("question"), timeline: $("timeline"), input: $("input"), inputPrompt: $("input-prompt"),
     inputCall: $("input-call"), answerRow: $("answer-row"), inputText: $("input-text"), send: $("send"),
     approvalRow: $("approval-row"), approve: $("approve"), deny: $("deny"), result: $("result"),
+    recent: $("recent"), recentList: $("recent-list"), conversation: $("conversation"), turns: $("turns"),
+    contextLabel: $("context-label"), newChat: $("new-chat"),
   };
+  const RECENT_KEY = "sluice.recent-contexts";
+  const RECENT_MAX = 10;
+  let context = null; // the conversation the next message continues
 
   // ------------------------------------------------------------------ helpers
 
@@ -197,6 +206,7 @@
         case "task.submitted":
           ui.question.textContent = d.input;
           ui.taskAgent.textContent = d.agent;
+          if (d.context_id) joinConversation(d.context_id, this.id, d.input);
           break;
         case "task.started":
           // attempt > 1 after an answer is just the task going on; without one, a runner stopped mid-way
@@ -227,6 +237,7 @@
             if (d.content && step.node.data !== d.content) step.node.data = d.content; // deltas we missed
             step.el.hidden = !step.node.data;
             step.el.classList.remove("live");
+            if (step.node.data) step.el.firstChild.replaceChildren(window.SluiceMarkdown.render(step.node.data));
           }
           for (const key of ["input_tokens", "output_tokens", "cost_usd"]) this.usage[key] += d.usage[key] || 0;
           for (const call of d.tool_calls || []) this.toolCard(call.call_id, call.name, call.arguments);
@@ -394,6 +405,96 @@
 
   let view = null;
 
+  // ------------------------------------------------------------------ the conversation
+
+  function recentContexts() {
+    try {
+      const list = JSON.parse(localStorage.getItem(RECENT_KEY) || "[]");
+      return Array.isArray(list) ? list.filter((c) => c && TASK_ID.test(c.id)) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function remember(id, title) {
+    const others = recentContexts().filter((c) => c.id !== id);
+    const known = recentContexts().find((c) => c.id === id);
+    const entry = { id, title: (known && known.title) || String(title || id).slice(0, 80), at: Date.now() };
+    try {
+      localStorage.setItem(RECENT_KEY, JSON.stringify([entry, ...others].slice(0, RECENT_MAX)));
+    } catch {
+      /* storage is off: the list is just not kept */
+    }
+    renderRecent();
+  }
+
+  function renderRecent() {
+    const list = recentContexts();
+    ui.recent.hidden = !list.length;
+    ui.recentList.replaceChildren(...list.map((c) => h("li", {},
+      h("a", { href: `?context=${encodeURIComponent(c.id)}`, "data-context": c.id }, c.title))));
+  }
+
+  // The task being watched belongs to this context: show the earlier turns above it, and continue it.
+  async function joinConversation(id, taskId, input) {
+    const known = context === id && ui.turns.dataset.upTo === taskId;
+    context = id;
+    remember(id, input);
+    ui.contextLabel.textContent = `Conversation ${id}`;
+    ui.conversation.hidden = false;
+    if (known) return;
+    ui.turns.dataset.upTo = taskId;
+    try {
+      const response = await fetch(`/v1/contexts/${encodeURIComponent(id)}`, { cache: "no-store" });
+      if (!response.ok) return;
+      const tasks = (await response.json()).tasks || [];
+      const earlier = tasks.slice(0, Math.max(0, tasks.findIndex((t) => t.id === taskId)));
+      if (ui.turns.dataset.upTo !== taskId) return; // another task was opened meanwhile
+      ui.turns.replaceChildren(...earlier.map(turn));
+    } catch {
+      /* the earlier turns stay hidden; the conversation goes on */
+    }
+  }
+
+  function turn(record) {
+    const answer = record.state === "completed" && record.output
+      ? h("div", { class: "turn-answer" }, window.SluiceMarkdown.render(record.output))
+      : h("div", { class: "turn-answer muted" }, `(no answer: the task ${record.state})`);
+    return h("div", { class: "turn", "data-task": record.id },
+      h("p", { class: "turn-question" }, h("a", { href: `?task=${encodeURIComponent(record.id)}` }, "›"), " ", record.input),
+      answer);
+  }
+
+  function newConversation() {
+    if (view) view.close();
+    view = null;
+    context = null;
+    ui.turns.replaceChildren();
+    delete ui.turns.dataset.upTo;
+    ui.conversation.hidden = true;
+    ui.task.hidden = true;
+    history.pushState({}, "", "/");
+    ui.prompt.focus();
+  }
+
+  async function openContext(id) {
+    if (!TASK_ID.test(id)) {
+      showError("That is not a conversation id.");
+      return;
+    }
+    try {
+      const response = await fetch(`/v1/contexts/${encodeURIComponent(id)}`, { cache: "no-store" });
+      if (!response.ok) {
+        showError(await errorMessage(response));
+        return;
+      }
+      const tasks = (await response.json()).tasks || [];
+      if (tasks.length) watch(tasks[tasks.length - 1].id);
+    } catch {
+      showError("Cannot reach the Sluice edge. Is it running?");
+    }
+  }
+
   // ------------------------------------------------------------------ page actions
 
   function watch(id) {
@@ -429,13 +530,14 @@
       const response = await fetch("/v1/tasks", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": newKey() },
-        body: JSON.stringify({ input, agent: ui.agent.value || "assistant" }),
+        body: JSON.stringify({ input, agent: ui.agent.value || "assistant", ...(context ? { context_id: context } : {}) }),
       });
       if (!response.ok) {
         showError(await errorMessage(response));
         return;
       }
       const record = await response.json();
+      ui.prompt.value = "";
       history.pushState({ task: record.id }, "", `?task=${encodeURIComponent(record.id)}`);
       watch(record.id);
     } catch {
@@ -481,9 +583,12 @@
   }
 
   function fromLocation() {
-    const id = new URLSearchParams(window.location.search).get("task");
+    const params = new URLSearchParams(window.location.search);
+    const id = params.get("task");
     if (id) {
       watch(id);
+    } else if (params.get("context")) {
+      openContext(params.get("context"));
     } else {
       if (view) view.close();
       view = null;
@@ -504,7 +609,9 @@
   ui.approve.addEventListener("click", () => post("input", { approve: true }, [ui.approve, ui.deny]));
   ui.deny.addEventListener("click", () => post("input", { approve: false }, [ui.approve, ui.deny]));
   window.addEventListener("popstate", fromLocation);
+  ui.newChat.addEventListener("click", newConversation);
 
+  renderRecent();
   loadAgents();
   fromLocation();
 })();

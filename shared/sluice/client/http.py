@@ -103,10 +103,14 @@ class EdgeClient:
         metadata: Mapping[str, Any] | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        context_id: str | None = None,
     ) -> TaskRecord:
         """Submits a task and returns its record. With an `idempotency_key` a lost answer is retried safely
-        (the edge returns the same task); without one, only a request that never reached the edge is retried."""
+        (the edge returns the same task); without one, only a request that never reached the edge is retried.
+        `context_id` continues that conversation (its earlier turns become the task's history)."""
         body: dict[str, Any] = {"input": input, "agent": agent}
+        if context_id is not None:
+            body["context_id"] = context_id
         if history:
             body["history"] = [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in history]
         if metadata:
