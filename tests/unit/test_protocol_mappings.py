@@ -59,7 +59,10 @@ def ev(cls: type[Event], data: Any) -> Event:
 
 
 def submitted() -> Event:
-    return ev(TaskSubmitted, TaskSubmittedData(input="What is 17*23?", agent="assistant", history=[], metadata={}))
+    data = TaskSubmittedData(
+        input="What is 17*23?", agent="assistant", history=[], metadata={}, context_id=FACTS.context_id
+    )
+    return ev(TaskSubmitted, data)
 
 
 def step(n: int, attempt: int, text: str, calls: list[ToolCall] | None = None, *, done: bool = True) -> list[Event]:
@@ -88,7 +91,7 @@ TOOL_TASK: list[Event] = [
 
 
 def ai_chunks(events: list[Event]) -> list[dict[str, Any]]:
-    return [chunk for event in events for chunk in ai_sdk.chunks(event, FACTS)]
+    return [chunk for event in events for chunk in ai_sdk.chunks(event)]
 
 
 def ag_events(events: list[Event]) -> list[dict[str, Any]]:
@@ -158,26 +161,24 @@ def test_an_approval_is_a_tool_approval_request_and_a_data_part_saying_where_to_
     ask = TaskInputRequiredData(
         prompt="Run calculator?", kind="approval", call_id="call-1", name="calculator", arguments="{}"
     )
-    approval, request = ai_sdk.chunks(ev(TaskInputRequired, ask), FACTS)
+    approval, request = ai_sdk.chunks(ev(TaskInputRequired, ask))
     assert approval == {"type": "tool-approval-request", "approvalId": "call-1", "toolCallId": "call-1"}
     assert request["type"] == "data-input-request" and request["id"] == "input-request"
     assert request["data"] == {
         "taskId": TASK, "answer": f"/v1/tasks/{TASK}/input", "state": "waiting", "kind": "approval",
         "prompt": "Run calculator?", "toolCallId": "call-1", "toolName": "calculator",
     }  # fmt: skip
-    [answered] = ai_sdk.chunks(ev(TaskResumed, TaskResumedData(input="approved", approved=True)), FACTS)
+    [answered] = ai_sdk.chunks(ev(TaskResumed, TaskResumedData(input="approved", approved=True)))
     assert (
         answered["id"] == "input-request" and answered["data"]["state"] == "answered" and answered["data"]["approved"]
     )
-    [question] = ai_sdk.chunks(
-        ev(TaskInputRequired, TaskInputRequiredData(prompt="Which city?", kind="question")), FACTS
-    )
+    [question] = ai_sdk.chunks(ev(TaskInputRequired, TaskInputRequiredData(prompt="Which city?", kind="question")))
     assert question["type"] == "data-input-request" and question["data"]["prompt"] == "Which city?"
 
 
 def test_crew_stages_are_data_parts_the_completed_one_replacing_the_started_one() -> None:
-    started = ai_sdk.chunks(ev(AgentStarted, AgentStartedData(agent="coder", stage=2, stages=4)), FACTS)
-    done = ai_sdk.chunks(ev(AgentCompleted, AgentCompletedData(agent="coder", stage=2, stages=4, output="x")), FACTS)
+    started = ai_sdk.chunks(ev(AgentStarted, AgentStartedData(agent="coder", stage=2, stages=4)))
+    done = ai_sdk.chunks(ev(AgentCompleted, AgentCompletedData(agent="coder", stage=2, stages=4, output="x")))
     assert started == [
         {"type": "data-stage", "id": "stage-2", "data": {"agent": "coder", "stage": 2, "stages": 4, "state": "working"}}
     ]
@@ -186,22 +187,23 @@ def test_crew_stages_are_data_parts_the_completed_one_replacing_the_started_one(
 
 def test_a_failed_task_is_an_error_then_finish_and_a_canceled_one_an_abort_each_closing_with_done() -> None:
     failed = ev(TaskFailed, TaskFailedData(error=ErrorInfo(code="model_unavailable", message="gone"), usage=Usage()))
-    assert ai_sdk.chunks(failed, FACTS) == [
+    assert ai_sdk.chunks(failed) == [
         {"type": "error", "errorText": "model_unavailable: gone"},
         {"type": "finish", "finishReason": "error"},
     ]
     canceled = ev(TaskCanceled, TaskCanceledData(reason="by user"))
-    assert ai_sdk.chunks(canceled, FACTS) == [{"type": "abort", "reason": "by user"}]
-    assert ai_sdk.encode_event(42, canceled, FACTS).endswith(b"id: 42\ndata: [DONE]\n\n")
+    assert ai_sdk.chunks(canceled) == [{"type": "abort", "reason": "by user"}]
+    assert ai_sdk.encode_event(42, canceled) == b'id: 42\ndata: {"type":"abort","reason":"by user"}\n\n'
+    assert ai_sdk.ENCODING.trailer == b"data: [DONE]\n\n"  # the engine sends it right after the terminal event
 
 
 def test_each_events_frames_carry_the_event_id_on_the_last_so_a_cut_between_them_resumes_before_the_event() -> None:
-    frames = ai_sdk.encode_event(7, TOOL_TASK[2], FACTS)  # llm.started: start-step, text-start
+    frames = ai_sdk.encode_event(7, TOOL_TASK[2])  # llm.started: start-step, text-start
     assert (
         frames
         == b'data: {"type":"start-step"}\n\nid: 7\ndata: {"type":"text-start","id":"' + TASK.encode() + b'-s1-a1"}\n\n'
     )
-    assert ai_sdk.encode_event(8, TOOL_TASK[1], FACTS) == b""  # task.started: no chunk, no frame
+    assert ai_sdk.encode_event(8, TOOL_TASK[1]) == b""  # task.started: no chunk, no frame
     assert ai_sdk.HEADERS == (("x-vercel-ai-ui-message-stream", "v1"),)
 
 
@@ -209,7 +211,7 @@ def test_a_tool_error_is_a_tool_output_error() -> None:
     failed = ev(
         ToolCompleted, ToolCompletedData(call_id="call-1", name="calculator", ok=False, error="division by zero")
     )
-    assert ai_sdk.chunks(failed, FACTS) == [
+    assert ai_sdk.chunks(failed) == [
         {"type": "tool-output-error", "toolCallId": "call-1", "errorText": "division by zero"}
     ]
 

@@ -26,8 +26,10 @@ every text message and tool call that starts also ends, steps are finished by na
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 
+import msgspec
 from ag_ui.core import (
     PROTOCOL_VERSION,
     BaseEvent,
@@ -62,12 +64,15 @@ from sluice.events import (
     TaskResumed,
     TaskSubmitted,
     ToolCompleted,
+    decode_event,
     encode,
 )
 from stream_edge.protocols.facts import TaskFacts
-from stream_edge.streaming import frames
+from stream_edge.streaming import encodings, frames
 
-__all__ = ["ag_ui_events", "encode_event", "message_id", "step_name"]
+__all__ = ["ag_ui_events", "encode_event", "encoding_for", "message_id", "step_name"]
+
+log = logging.getLogger(__name__)
 
 
 def message_id(task_id: str, step: int, attempt: int) -> str:
@@ -158,3 +163,30 @@ def encode_event(seq: int, event: Event, facts: TaskFacts) -> bytes:
     """The SSE bytes of one Sluice event: its AG-UI events as `data:` frames, the last with `id: <seq>`."""
     bodies = [item.model_dump_json(by_alias=True, exclude_none=True).encode() for item in ag_ui_events(event, facts)]
     return frames.sse_data(seq, bodies)
+
+
+def encoding_for(facts: TaskFacts) -> encodings.Encoding:
+    """The `ag-ui` encoding of one task. Per task, not registered once: the events that end a run name its thread and
+    run, which only the task's record holds. Every client of a task gets the same facts, so the engine's bytes,
+    cached per encoding name in the task's feed, are the same for all of them."""
+
+    def event(seq: int, event_type: bytes, payload: bytes) -> bytes:
+        try:
+            decoded = decode_event(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.warning("leaving out an event the AG-UI stream cannot read: %s", exc, extra={"seq": seq})
+            return b""
+        return encode_event(seq, decoded, facts)
+
+    def frame(id: str | None, event_type: str, body: bytes) -> bytes:
+        custom = CustomEvent(name="sluice." + event_type.replace(".", "_"), value=json.loads(body))
+        return frames.sse_data(None, [custom.model_dump_json(by_alias=True, exclude_none=True).encode()])
+
+    return encodings.Encoding(
+        name="ag-ui",
+        media_type=frames.SSE_CONTENT_TYPE,
+        event=event,
+        frame=frame,
+        heartbeat=lambda ts: frames.SSE_KEEPALIVE,
+        preamble=frames.sse_retry,
+    )

@@ -1,9 +1,9 @@
 """Sluice events → AI SDK UI message stream chunks (the protocol of the `ai` package's `useChat`), CONTRACT §10.
 
-A pure mapping: each event becomes its chunks from the event alone (and the task's fixed facts), so it is
-encoded once per event however many clients read it, on any edge replica, and a resume after any event id is
-exact. Every id a chunk carries is derived from the log (message id = task id; text part id = task, step and
-attempt), so two replicas, or a replay after a crash, assemble exactly the same message.
+A pure mapping, registered with the streaming engine as the encoding `ai-sdk`: each event becomes its chunks from
+the event alone, so the engine encodes it once per event however many clients read it, on any edge replica, and a
+resume after any event id is exact. Every id a chunk carries is derived from the log (message id = task id; text
+part id = task, step and attempt), so two replicas, or a replay after a crash, assemble exactly the same message.
 
 | Sluice event            | UI message chunks                                                                      |
 | ----------------------- | -------------------------------------------------------------------------------------- |
@@ -31,6 +31,7 @@ without remembering anything.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import msgspec
@@ -51,11 +52,13 @@ from sluice.events import (
     TaskResumed,
     TaskSubmitted,
     ToolCompleted,
+    decode_event,
 )
-from stream_edge.protocols.facts import TaskFacts
-from stream_edge.streaming import frames
+from stream_edge.streaming import encodings, frames
 
-__all__ = ["DONE", "HEADERS", "Chunk", "chunks", "encode_event", "parsed_json", "text_part_id"]
+__all__ = ["DONE", "ENCODING", "HEADERS", "Chunk", "chunks", "encode_event", "parsed_json", "text_part_id"]
+
+log = logging.getLogger(__name__)
 
 Chunk = dict[str, Any]
 HEADERS = (("x-vercel-ai-ui-message-stream", "v1"),)
@@ -85,8 +88,9 @@ def _stage(data: AgentStarted | AgentCompleted, state: str) -> Chunk:
     }
 
 
-def _input_request(event: TaskInputRequired | TaskResumed, facts: TaskFacts) -> Chunk:
-    data: dict[str, Any] = {"taskId": facts.task_id, "answer": f"/v1/tasks/{facts.task_id}/input"}
+def _input_request(event: TaskInputRequired | TaskResumed) -> Chunk:
+    task = event.task_id
+    data: dict[str, Any] = {"taskId": task, "answer": f"/v1/tasks/{task}/input"}
     if isinstance(event, TaskInputRequired):
         ask = event.data
         data |= {"state": "waiting", "kind": ask.kind, "prompt": ask.prompt}
@@ -99,11 +103,11 @@ def _input_request(event: TaskInputRequired | TaskResumed, facts: TaskFacts) -> 
     return {"type": "data-input-request", "id": "input-request", "data": data}
 
 
-def chunks(event: Event, facts: TaskFacts) -> list[Chunk]:
+def chunks(event: Event) -> list[Chunk]:
     """The UI message chunks of one event, in order (possibly none)."""
-    task = facts.task_id
+    task = event.task_id
     if isinstance(event, TaskSubmitted):
-        ids = {"taskId": task, "contextId": event.data.context_id or facts.context_id}
+        ids = {"taskId": task, "contextId": event.data.context_id or task}
         return [{"type": "start", "messageId": task, "messageMetadata": ids}]
     if isinstance(event, LlmStarted):
         started = event.data
@@ -157,7 +161,7 @@ def chunks(event: Event, facts: TaskFacts) -> list[Chunk]:
         budget = {"level": level, "kind": spent.kind, "used": spent.used, "limit": spent.limit}
         return [{"type": "data-budget", "id": f"budget-{spent.kind}", "data": budget}]
     if isinstance(event, TaskInputRequired):
-        ask = _input_request(event, facts)
+        ask = _input_request(event)
         if event.data.kind == "approval" and event.data.call_id:
             approval = {
                 "type": "tool-approval-request",
@@ -167,7 +171,7 @@ def chunks(event: Event, facts: TaskFacts) -> list[Chunk]:
             return [approval, ask]
         return [ask]
     if isinstance(event, TaskResumed):
-        return [_input_request(event, facts)]
+        return [_input_request(event)]
     if isinstance(event, TaskCompleted):
         usage = {"inputTokens": event.data.usage.input_tokens, "outputTokens": event.data.usage.output_tokens}
         metadata: dict[str, Any] = {"taskId": task, "usage": usage, "costUsd": event.data.usage.cost_usd}
@@ -183,10 +187,36 @@ def chunks(event: Event, facts: TaskFacts) -> list[Chunk]:
     return []
 
 
-def encode_event(seq: int, event: Event, facts: TaskFacts) -> bytes:
-    """The SSE bytes of one Sluice event: its chunks as `data:` frames, the last with `id: <seq>`; a terminal
-    event closes with `data: [DONE]`."""
-    bodies = [msgspec.json.encode(chunk) for chunk in chunks(event, facts)]
-    if isinstance(event, TaskCompleted | TaskFailed | TaskCanceled):
-        bodies.append(DONE)
-    return frames.sse_data(seq, bodies)
+def encode_event(seq: int, event: Event) -> bytes:
+    """The SSE bytes of one Sluice event: its chunks as `data:` frames, the last with `id: <seq>`."""
+    return frames.sse_data(seq, [msgspec.json.encode(chunk) for chunk in chunks(event)])
+
+
+def _event(seq: int, event_type: bytes, payload: bytes) -> bytes:
+    try:
+        event = decode_event(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        log.warning("leaving out an event the AI SDK stream cannot read: %s", exc, extra={"seq": seq})
+        return b""
+    return encode_event(seq, event)
+
+
+def _frame(id: str | None, event_type: str, body: bytes) -> bytes:
+    """A stream-only event (`stream.gap`, `task.snapshot`) as a transient data part: said, never kept in the message."""
+    name = "data-" + event_type.replace(".", "-")
+    chunk = b'{"type":"' + name.encode() + b'","transient":true,"data":' + body + b"}"
+    return frames.sse_data(None, [chunk])
+
+
+ENCODING = encodings.register(
+    encodings.Encoding(
+        name="ai-sdk",
+        media_type=frames.SSE_CONTENT_TYPE,
+        event=_event,
+        frame=_frame,
+        heartbeat=lambda ts: frames.SSE_KEEPALIVE,
+        preamble=frames.sse_retry,
+        trailer=frames.sse_data(None, [DONE]),
+        headers=HEADERS,
+    )
+)

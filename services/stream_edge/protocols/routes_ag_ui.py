@@ -14,7 +14,7 @@ import hashlib
 from typing import Annotated, Any
 
 from ag_ui.core import RunAgentInput, UserMessage
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Request
 from starlette.responses import Response
 
 from sluice.errors import InvalidInput, NotFound, Unavailable
@@ -24,17 +24,16 @@ from stream_edge.commands import validate_submission
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.openapi import error_responses
 from stream_edge.protocols import ag_ui
-from stream_edge.protocols.facts import AG_UI_METADATA
-from stream_edge.protocols.stream import Protocol, open_stream
+from stream_edge.protocols.facts import AG_UI_METADATA, TaskFacts
+from stream_edge.protocols.stream import open_stream
 from stream_edge.routes_events import start_position
 from stream_edge.runtime import EdgeRuntime
 
-__all__ = ["AG_UI", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
 Edge = Annotated[EdgeRuntime, Depends(runtime)]
 
-AG_UI = Protocol("ag-ui", ag_ui.encode_event)
 MAX_MESSAGES = 1000
 
 _STREAM = {
@@ -85,21 +84,21 @@ def _agent(run: RunAgentInput) -> str:
     dependencies=[Depends(only_query()), Depends(json_body)],
     responses={200: _STREAM, **error_responses(400, 413, 415, 422, 503)},
 )
-async def run_agent(run: RunAgentInput, edge: Edge) -> Response:
+async def run_agent(run: RunAgentInput, request: Request, edge: Edge) -> Response:
     run_id = _run_id(run.run_id)
     context_id = parse_context_id(run.thread_id, field="threadId")
-    request = TaskSubmittedData(
+    submission = TaskSubmittedData(
         input=_user_text(run),
         agent=_agent(run),
         history=[],
         metadata={AG_UI_METADATA: {"run_id": run_id, "thread_id": context_id}},
         context_id=context_id,
     )
-    validate_submission(request)
+    validate_submission(submission)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    record = await edge.tasks.submit(request, idempotency_key=_run_key(run_id))
-    return await open_stream(edge, record, after=0, protocol=AG_UI)
+    record = await edge.tasks.submit(submission, idempotency_key=_run_key(run_id))
+    return await open_stream(edge, request, record, ag_ui.encoding_for(TaskFacts.of(record)), after=0)
 
 
 async def _run_record(edge: EdgeRuntime, run_id: str) -> TaskRecord:
@@ -119,9 +118,10 @@ async def _run_record(edge: EdgeRuntime, run_id: str) -> TaskRecord:
 )
 async def run_events(
     run_id: Annotated[str, Path(description="The AG-UI run id.", json_schema_extra={"pattern": TASK_ID_PATTERN})],
+    request: Request,
     edge: Edge,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event.")] = None,
 ) -> Response:
     after = start_position(last_event_id, None)
     record = await _run_record(edge, _run_id(run_id))
-    return await open_stream(edge, record, after=after, protocol=AG_UI)
+    return await open_stream(edge, request, record, ag_ui.encoding_for(TaskFacts.of(record)), after=after)

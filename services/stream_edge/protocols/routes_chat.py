@@ -15,7 +15,7 @@ import hashlib
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
@@ -26,16 +26,15 @@ from stream_edge.commands import AGENT_PATTERN
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.openapi import error_responses
 from stream_edge.protocols import ai_sdk
-from stream_edge.protocols.stream import Protocol, open_stream
+from stream_edge.protocols.stream import open_stream
 from stream_edge.routes_events import start_position
 from stream_edge.runtime import EdgeRuntime
 
-__all__ = ["AI_SDK", "ChatBody", "router"]
+__all__ = ["ChatBody", "router"]
 
 router = APIRouter(prefix="/v1/chat", tags=["ai-sdk"])
 Edge = Annotated[EdgeRuntime, Depends(runtime)]
 
-AI_SDK = Protocol("ai-sdk", ai_sdk.encode_event, ai_sdk.HEADERS)
 MAX_MESSAGES = 1000
 MAX_PARTS = 100
 # UI message part types (ai@6); `tool-<name>` and `data-<name>` are families.
@@ -106,15 +105,15 @@ class ChatBody(BaseModel):
     dependencies=[Depends(only_query()), Depends(json_body)],
     responses={200: _STREAM, **error_responses(400, 413, 415, 422, 503)},
 )
-async def send_message(body: ChatBody, edge: Edge) -> Response:
+async def send_message(body: ChatBody, request: Request, edge: Edge) -> Response:
     text = body.user_text()
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    request = TaskSubmittedData(
+    submission = TaskSubmittedData(
         input=text, agent=body.agent, history=[], metadata=body.metadata(), context_id=parse_context_id(body.id)
     )
-    record = await edge.tasks.submit(request, idempotency_key=body.idempotency_key())
-    return await open_stream(edge, record, after=0, protocol=AI_SDK)
+    record = await edge.tasks.submit(submission, idempotency_key=body.idempotency_key())
+    return await open_stream(edge, request, record, ai_sdk.ENCODING, after=0)
 
 
 @router.get(
@@ -128,6 +127,7 @@ async def resume_stream(
     chat_id: Annotated[
         str, Path(description="The chat (context) id.", json_schema_extra={"pattern": CONTEXT_ID_PATTERN})
     ],
+    request: Request,
     edge: Edge,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event.")] = None,
 ) -> Response:
@@ -137,4 +137,4 @@ async def resume_stream(
     record = await conversations.latest(parse_context_id(chat_id))
     if record is None or (record.terminal and after == 0):
         return Response(status_code=204)
-    return await open_stream(edge, record, after=after, protocol=AI_SDK)
+    return await open_stream(edge, request, record, ai_sdk.ENCODING, after=after)

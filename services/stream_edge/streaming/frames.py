@@ -80,13 +80,15 @@ def sse_frame(id: str | int | None, type: str, json_bytes: bytes) -> bytes:
     return head + json_bytes + b"\n\n"
 
 
-def sse_data(id: int, bodies: list[bytes]) -> bytes:
+def sse_data(id: int | None, bodies: list[bytes]) -> bytes:
     """One log event as a protocol's SSE frames (`data:` only, as the AI SDK and AG-UI read them), the event id on
-    the last: a connection cut between them resumes before the event, never inside it. No bodies: nothing."""
+    the last: a connection cut between them resumes before the event, never inside it. No bodies: nothing;
+    `id=None`: no id line (a stream-only frame, a closing marker)."""
     if not bodies:
         return b""
     head = [b"data: " + body + b"\n\n" for body in bodies[:-1]]
-    return b"".join((*head, b"id: %d\ndata: " % id, bodies[-1], b"\n\n"))
+    id_line = b"" if id is None else b"id: %d\n" % id
+    return b"".join((*head, id_line, b"data: ", bodies[-1], b"\n\n"))
 
 
 def ndjson_line(json_bytes: bytes) -> bytes:
