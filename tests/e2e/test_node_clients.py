@@ -70,6 +70,8 @@ def test_ai_sdk_transport_two_messages_a_tool_part_and_reconnect_after_kill_9_on
     assert not first.running, "the script killed the edge it was reading from"
     chunks = seen["chunks"]
     print("AI SDK chunk types seen:", json.dumps(chunks, sort_keys=True))
+    print("AI SDK resume after kill -9:", json.dumps(seen["resume"], sort_keys=True))
+    assert seen["resume"]["replayedChunks"] > seen["resume"]["chunksBeforeKill"] > 0  # a replay from the start
     assert chunks["start"] >= 4 and chunks["finish"] >= 4  # 3 answers, one of them read twice (+ the resume)
     assert chunks["tool-input-available"] >= 1 and chunks["tool-output-available"] >= 1
     assert chunks["text-delta"] > chunks["text-start"]

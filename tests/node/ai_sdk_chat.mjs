@@ -15,11 +15,12 @@ function user(text) {
   return { id: `u-${Math.random().toString(36).slice(2)}`, role: "user", parts: [{ type: "text", text }] };
 }
 
-function countChunks(stream) {
+function countChunks(stream, onChunk) {
   return stream.pipeThrough(
     new TransformStream({
       transform(chunk, controller) {
         counts[chunk.type] = (counts[chunk.type] ?? 0) + 1;
+        onChunk?.(chunk);
         controller.enqueue(chunk);
       },
     }),
@@ -28,10 +29,10 @@ function countChunks(stream) {
 
 // The assembled message once the stream ends; `onMessage` sees each snapshot. `cut`: the connection is expected
 // to break (the edge is killed), and the message so far is the result.
-async function assemble(stream, { onMessage, cut = false } = {}) {
+async function assemble(stream, { onMessage, onChunk, cut = false } = {}) {
   let last;
   try {
-    for await (const message of readUIMessageStream({ stream: countChunks(stream) })) {
+    for await (const message of readUIMessageStream({ stream: countChunks(stream, onChunk) })) {
       last = message;
       onMessage?.(message);
     }
@@ -100,8 +101,10 @@ const cutStream = await send(onA, [q1, a1, q2, a2, q3]);
 let textBeforeKill = "";
 let sawText;
 const textSeen = new Promise((resolve) => (sawText = resolve));
+let chunksBeforeKill = 0;
 const cutMessage = assemble(cutStream, {
   cut: true,
+  onChunk: () => (chunksBeforeKill += 1),
   onMessage: (message) => {
     const text = answerText(message);
     if (text && !textBeforeKill) {
@@ -113,10 +116,18 @@ const cutMessage = assemble(cutStream, {
 await textSeen;
 const watcher = assemble(await onB.reconnectToStream({ chatId }));
 process.kill(A_PID, "SIGKILL"); // the serving edge dies mid-answer, the sender still connected
+const killedAt = performance.now();
 const partial = await cutMessage;
 const resumedStream = await onB.reconnectToStream({ chatId });
 assert.ok(resumedStream, "the answer is still running: reconnectToStream gets a stream, not a 204");
-const resumed = await assemble(resumedStream);
+let firstResumedMs = null;
+let replayedChunks = 0;
+const resumed = await assemble(resumedStream, {
+  onChunk: () => {
+    replayedChunks += 1;
+    firstResumedMs ??= Math.round(performance.now() - killedAt);
+  },
+});
 const watched = await watcher;
 assert.equal(resumed.id, partial.id);
 assert.deepEqual(resumed, watched);
@@ -129,4 +140,6 @@ assert.ok(answerText(partial).length < answerText(resumed).length, "the kill cam
 // 4. Nothing running now: reconnectToStream is a 204 (null).
 assert.equal(await onB.reconnectToStream({ chatId }), null);
 
-console.log(JSON.stringify({ chatId, chunks: counts, partsResumed: resumed.parts.map((p) => p.type) }));
+// Figures, not assertions: how far the sender had got, and what the resume on the other edge replayed.
+const resume = { chunksBeforeKill, replayedChunks, firstChunkAfterKillMs: firstResumedMs, resumedParts: resumed.parts.length };
+console.log(JSON.stringify({ chatId, chunks: counts, resume, partsResumed: resumed.parts.map((p) => p.type) }));
