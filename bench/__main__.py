@@ -13,6 +13,7 @@ import time
 REGISTRY: dict[str, str] = {
     "edge": "bench.edge_fanout",
     "runner": "bench.runner_pipeline",
+    "idle": "bench.idle_streams",
 }
 
 

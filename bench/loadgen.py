@@ -5,6 +5,8 @@
                                                    waits for the tails and prints a JSON report
     python -m bench.loadgen idle URL N PREFIX [K]  N idle SSE clients of tasks PREFIX0..N-1 (or of K tasks,
                                                    round robin); READY, then STOP
+    python -m bench.loadgen idle-file URL FILE         idle SSE clients of the paths in FILE (one per line); READY,
+                                                   then STOP
     python -m bench.loadgen replay URL TASK AFTER  one client, follow=false: events, seconds, ids in order
 
 Events carry `"text":"<n>:<publish time>"`: the client checks n (no gap, no duplicate) and measures latency from
@@ -146,9 +148,13 @@ async def fanout(url: str, tasks: list[str], per_task: int) -> None:
 
 
 async def idle(url: str, count: int, prefix: str, tasks: int) -> None:
+    await idle_paths(url, [f"/t/{prefix}{i % tasks:06d}" for i in range(count)])
+
+
+async def idle_paths(url: str, paths: list[str]) -> None:
     clients = []
-    for i in range(count):
-        clients.append(await _connect(url, f"/t/{prefix}{i % tasks:06d}", False))
+    for i, path in enumerate(paths):
+        clients.append(await _connect(url, path, False))
         if i % 200 == 199:
             await asyncio.gather(*(c.started for c in clients))
     statuses = await asyncio.gather(*(c.started for c in clients))
@@ -210,6 +216,9 @@ def main() -> None:
         asyncio.run(fanout(url, rest[0].split(","), int(rest[1])))
     elif mode == "idle":
         asyncio.run(idle(url, int(rest[0]), rest[1], int(rest[2]) if len(rest) > 2 else int(rest[0])))
+    elif mode == "idle-file":
+        with open(rest[0]) as f:
+            asyncio.run(idle_paths(url, [line.strip() for line in f if line.strip()]))
     elif mode == "replay":
         asyncio.run(replay(url, rest[0], int(rest[1])))
     else:

@@ -100,10 +100,15 @@ def nats_server() -> Iterator[Proc]:
 
 @contextlib.contextmanager
 def start_edge(kind: str, nats_url: str, *extra: str) -> Iterator[Proc]:
-    """`kind`: "sluice" (bench/sluice_edge.py), "baseline" (bench/baseline_edge.py) or "floor"
-    (bench/floor_edge.py), each under uvicorn."""
+    """`kind`: "sluice" (bench/sluice_edge.py), "baseline" (bench/baseline_edge.py), "floor"
+    (bench/floor_edge.py), each under uvicorn, or "edge" (bench/real_edge.py: the production app and server)."""
     port = free_port()
-    module = {"sluice": "bench.sluice_edge", "baseline": "bench.baseline_edge", "floor": "bench.floor_edge"}[kind]
+    module = {
+        "sluice": "bench.sluice_edge",
+        "baseline": "bench.baseline_edge",
+        "floor": "bench.floor_edge",
+        "edge": "bench.real_edge",
+    }[kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     popen = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), "--nats", nats_url, *extra], env=env, cwd=ROOT

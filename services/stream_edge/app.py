@@ -4,8 +4,9 @@ Importing this module connects to nothing. The lifespan connects to NATS (unless
 builds the task store, the task service and the stream hub; on shutdown it drains the hub (within the grace
 period) and closes the bus it opened.
 
-Middleware, outermost first: OpenTelemetry server span → HTTP metrics → CORS (when origins are configured) → body
-limit → curl's form-typed bodies read as JSON → FastAPI's exception handlers → routes.
+Middleware, outermost first: an opened event stream's body (events_asgi.py) → OpenTelemetry server span → HTTP
+metrics → CORS (when origins are configured) → body limit → curl's form-typed bodies read as JSON → `GET
+/v1/tasks/{id}/events` answered as plain ASGI (events_asgi.py) → FastAPI's exception handlers → routes.
 
 Adding routes: `edge_routers()` lists every router the edge serves. The web client (`GET /`) and the A2A
 endpoint (`/.well-known/agent-card.json`, `POST /a2a`) add their routers there; a route reaches the task service
@@ -32,6 +33,7 @@ from stream_edge.commands import TaskService
 from stream_edge.contexts import ContextIndex, Conversations
 from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
+from stream_edge.events_asgi import DetachedStreams, EventsRoute
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
 from stream_edge.openapi import install_openapi
 from stream_edge.runtime import EdgeRuntime, StreamHubLike
@@ -130,6 +132,8 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
 
+    # Innermost (added first): the events route as plain ASGI, inside every middleware below, ahead of routing.
+    app.add_middleware(EventsRoute)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(FormBodyAsJsonMiddleware)
     if settings.cors_origins:
@@ -148,4 +152,8 @@ def create_app(
     FastAPIInstrumentor.instrument_app(
         app, exclude_spans=["send", "receive"], tracer_provider=tracer_provider, excluded_urls=_NOT_TRACED
     )
+    # Outermost, around the stack the tracing middleware wraps when it is built: an opened event stream's body runs
+    # here, outside every middleware (events_asgi.py).
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: DetachedStreams(build_stack())  # type: ignore[method-assign]
     return app

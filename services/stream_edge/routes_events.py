@@ -14,7 +14,7 @@ silently skip the events written in between.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -34,7 +34,17 @@ from stream_edge.routes_tasks import TaskIdPath
 from stream_edge.runtime import EdgeRuntime, StreamFormat
 from stream_edge.streaming import StreamRequest, encodings
 
-__all__ = ["admit_stream", "open_stream", "parse_stream_request", "past_the_end", "router", "start_position"]
+__all__ = [
+    "QUERY",
+    "EventsQuery",
+    "admit_stream",
+    "events_response",
+    "open_stream",
+    "parse_stream_request",
+    "past_the_end",
+    "router",
+    "start_position",
+]
 
 router = APIRouter(prefix="/v1/tasks", tags=["events"])
 
@@ -121,19 +131,35 @@ async def task_events(
         str | None, Header(alias="Last-Event-ID", description="Resume after the last event id you received.")
     ] = None,
 ) -> Response:
+    return await events_response(edge, request, task_id, EventsQuery(fmt, after, follow, snapshot, last_event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class EventsQuery:
+    """The route's parameters, typed (by FastAPI, or by `query_of` on the raw path)."""
+
+    fmt: StreamFormat | None = None
+    after: str | None = None
+    follow: bool = True
+    snapshot: bool = False
+    last_event_id: str | None = None
+
+
+async def events_response(edge: EdgeRuntime, request: Request, task_id: str, query: EventsQuery) -> Response:
+    """Parse → find → admit → open: the one path from a request to its stream, whichever way it was routed."""
     wanted = parse_stream_request(
         task_id,
         accept=request.headers.get("accept"),
-        fmt=fmt,
-        last_event_id=last_event_id,
-        after=after,
-        follow=follow,
+        fmt=query.fmt,
+        last_event_id=query.last_event_id,
+        after=query.after,
+        follow=query.follow,
     )
     record = await edge.tasks.find(wanted.task_id)
     if record is None:
         raise NotFound("task_not_found", f"no task {wanted.task_id}")
     await admit_stream(edge, request, record)
-    if snapshot:
+    if query.snapshot:
         wanted = replace(wanted, snapshot=record)
     return await open_stream(edge, wanted, record)
 
