@@ -2,18 +2,25 @@
 
     received ─▶ log has a terminal event ───────────────────────────────────────────▶ ack (nothing to do)
              ─▶ record terminal (e.g. canceled while queued) ─▶ publish the implied terminal event ─▶ ack
-             ─▶ delivered more than max_deliver times ─▶ record failed + task.failed ─────────────▶ term
+             ─▶ max_deliver crashes behind this delivery ─▶ record failed + task.failed ──────────▶ term
              ─▶ record input-required (the human has not answered yet) ─────────────────────────────▶ ack
-             ─▶ subscribe sluice.ctl.<task>, CAS submitted|working → working, task.started(attempt+1)
-                 run the agent loop, racing a cancel notice and the hard-stop of a shutdown, while a
-                 heartbeat sends in_progress() and looks at the record every third of the ack wait:
+             ─▶ subscribe sluice.ctl.<task>, CAS submitted|working → working owned by (attempt+1, runner),
+                 task.started(attempt+1); run the agent loop, racing a cancel notice and the hard-stop of a
+                 shutdown, while a heartbeat sends in_progress() every quarter of the ack wait (a dead runner's
+                 task is redelivered within one ack wait) and looks at the record every third beat:
                    Completed / Failed ─▶ CAS record terminal (the CAS winner decides) ─▶ terminal event ─▶ ack
                    Paused ─────────────▶ CAS record input-required (slot freed) ─────────────────────────▶ ack
                    canceled ───────────▶ task.canceled (the record says canceled) ───────────────────────▶ ack
-                   handed back ────────▶ (shutdown) ────────────────────────────────────────────────────▶ nak
-             ─▶ NATS unavailable or an unexpected error ─▶ nak(delay): redelivered, rebuilt from the log
+                   handed back ────────▶ (shutdown) ─▶ a fresh work message with the crashes so far ─────▶ ack
+             ─▶ NATS unavailable ─▶ handed back the same way (not a crash)
+             ─▶ an unexpected error ─▶ nak(delay): redelivered (a crash: counted), rebuilt from the log
 
 Terminal events always use msg id `{task}:end`, so two writers never produce two.
+
+Fencing: every event goes through the task's `LogGuard` over its whole log, so once a later attempt's
+`task.started` is stored (or a terminal event), this attempt's writes are refused by JetStream itself; every
+record change checks that the record's attempt is still ours. A superseded attempt (a runner that was frozen past
+the ack wait and woke up) stops where it is and neither acks nor naks: the message belongs to the new holder.
 """
 
 from __future__ import annotations
@@ -38,9 +45,9 @@ from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from agent_runner.sink import NatsSink
 from sluice import msgids, subjects
-from sluice.bus import Bus
-from sluice.errors import InvalidInput, SluiceError
-from sluice.eventlog import EventWriter, read_log
+from sluice.bus import MSG_ID, Bus
+from sluice.errors import InvalidInput, SluiceError, Superseded, TaskEnded, Unavailable
+from sluice.eventlog import EventWriter, LogEntry, read_log
 from sluice.events import (
     TERMINAL_TYPES,
     ErrorInfo,
@@ -54,15 +61,17 @@ from sluice.events import (
     TaskRecord,
     TaskStarted,
     TaskStartedData,
+    encode,
 )
+from sluice.guard import LogGuard
 from sluice.ids import parse_task_id
 from sluice.logs import task_scope
-from sluice.messages import decode_control, decode_work
+from sluice.messages import WorkMessage, crashes_so_far, decode_control, decode_work
 from sluice.propagation import current_trace_id, trace_id_from_headers
 from sluice.records import TaskStore
 from sluice.tracing import process_span
 
-__all__ = ["RunnerContext", "handle_work"]
+__all__ = ["RunnerContext", "hand_back", "handle_work"]
 
 log = logging.getLogger(__name__)
 SOURCE = "agent-runner"
@@ -117,20 +126,48 @@ class _Holding:
 async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
     """Handles one delivery; never raises except on cancellation (then the message is nak'ed first)."""
     try:
-        task_id = parse_task_id(decode_work(msg.data).task_id)
+        work = decode_work(msg.data)
+        task_id = parse_task_id(work.task_id)
     except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput) as exc:
         log.error("dropped a malformed work message on %s: %s", msg.subject, exc)
         await msg.term()
         return
     with task_scope(task_id):
         try:
-            await _Attempt(ctx, msg, task_id).handle()
+            await _Attempt(ctx, msg, work, task_id).handle()
+        except Superseded as exc:  # the message is the new holder's now: no ack, no nak, no in_progress
+            ATTEMPTS.labels("superseded").inc()
+            log.warning("attempt superseded; this runner writes nothing more to the task: %s", exc.message)
+        except TaskEnded as exc:
+            log.info("task ended while held (%s); work message dropped", exc.message)
+            await msg.ack()
         except asyncio.CancelledError:
             await _nak(msg, 0)
             raise
-        except Exception:  # a bug or a NATS outage: logged, and the message comes back (poison after max_deliver)
+        except Unavailable as exc:  # NATS is out: not the task's fault, so not a crash
+            log.warning("NATS unavailable mid-task (%s); handing the task back", exc.message)
+            await hand_back(ctx.bus, msg, work)
+        except Exception:  # a bug: logged, and the message comes back, counted (poison after max_deliver)
             log.exception("task attempt failed unexpectedly; handing the task back")
             await _nak(msg, 2.0)
+
+
+async def hand_back(bus: Bus, msg: Msg, work: WorkMessage | None = None) -> None:
+    """Gives a task back without counting a crash: a fresh work message that carries the crashes so far, then the
+    ack of this one (its retry id is this message's stream sequence, so a retried hand-back is one message). If
+    NATS cannot take the new message, a nak: the redelivery then counts, as NATS cannot be told otherwise."""
+    try:
+        work = work or decode_work(msg.data)
+        again = msgspec.structs.replace(
+            work, crashes=crashes_so_far(work.crashes, msg.metadata.num_delivered), handbacks=work.handbacks + 1
+        )
+        msg_id = msgids.run_handed_back(work.task_id, msg.metadata.sequence.stream)
+        await bus.publish(subjects.work(parse_task_id(work.task_id)), encode(again), msg_id=msg_id)
+    except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput, Unavailable) as exc:
+        log.warning("could not hand the task back (%s); nak", exc)
+        await _nak(msg, 0)
+        return
+    await msg.ack()
 
 
 async def _nak(msg: Msg, delay: float) -> None:
@@ -142,17 +179,23 @@ async def _nak(msg: Msg, delay: float) -> None:
 
 
 class _Attempt:
-    def __init__(self, ctx: RunnerContext, msg: Msg, task_id: str) -> None:
+    def __init__(self, ctx: RunnerContext, msg: Msg, work: WorkMessage, task_id: str) -> None:
         self.ctx = ctx
         self.msg = msg
+        self.work = work
         self.task_id = task_id
         self.holding = _Holding()
         self.trace_id = ""
         self.sink: NatsSink | None = None
+        self.guard: LogGuard | None = None
+        self.tlog: TaskLog | None = None
+        self.attempt = 0  # ours once the record says so
+        self.started = False
 
     async def handle(self) -> None:
         ctx, task_id = self.ctx, self.task_id
         delivered = self.msg.metadata.num_delivered
+        crashes = crashes_so_far(self.work.crashes, delivered)
         entries = [entry async for entry in read_log(ctx.bus, task_id)]
         if any(entry.type in TERMINAL_TYPES for entry in entries):
             log.info("task already ended; work message dropped")
@@ -169,8 +212,8 @@ class _Attempt:
         if record.terminal:
             await self._finish(record)
             return
-        if delivered > ctx.settings.common.max_deliver:
-            await self._poison(delivered)
+        if crashes >= ctx.settings.common.max_deliver:  # SIGTERM hand-backs, drains and NATS outages never count
+            await self._poison(crashes)
             return
         if record.state == "input-required":
             log.info("task waits for input; work message dropped")
@@ -178,18 +221,40 @@ class _Attempt:
             return
         # Decoded only now: a log this runner cannot read fails the delivery (nak), and in the end the task (poison).
         tlog = TaskLog.rebuild(task_id, (entry.decode() for entry in entries))
+        self.tlog = tlog
+        # Past both the log's attempts and the record's: a runner that took the record but froze before its
+        # task.started was stored must not block every later attempt.
+        self.attempt = max(tlog.attempts, record.attempt) + 1
+        self.guard = LogGuard(ctx.bus, ctx.writer, task_id, last_seq=tlog.last_seq, whole_log=True, judge=self._judge)
         sub = await ctx.bus.nc.subscribe(subjects.control(task_id), cb=self.holding.on_control)
         TASKS_IN_FLIGHT.inc()
         try:
-            await self._hold(tlog, delivered)
+            await self._hold(tlog, crashes)
         finally:
             TASKS_IN_FLIGHT.dec()
             await sub.unsubscribe()
 
-    async def _hold(self, tlog: TaskLog, delivered: int) -> None:
+    def _judge(self, entry: LogEntry) -> None:
+        """What another writer put in the log since our last write: a later attempt ends ours; before our own
+        task.started, the events of the attempt we replace still count towards the conversation."""
+        if entry.type == "task.started" and entry.headers.get(MSG_ID) != self._started_msg_id:
+            started = entry.decode()
+            if isinstance(started, TaskStarted) and started.data.attempt >= self.attempt:
+                raise Superseded("superseded", f"attempt {started.data.attempt} ({started.data.runner}) took over")
+        if not self.started and self.tlog is not None:
+            self.tlog.apply(entry.decode())
+
+    @property
+    def _started_msg_id(self) -> str:
+        return msgids.started(self.task_id, self.attempt)
+
+    async def _hold(self, tlog: TaskLog, crashes: int) -> None:
         ctx = self.ctx
         assert tlog.submitted is not None
-        _, record = await ctx.store.update(self.task_id, _to_working(str(tlog.last_seq) if tlog.last_seq else None))
+        last_event_id = str(tlog.last_seq) if tlog.last_seq else None
+        _, record = await ctx.store.update(
+            self.task_id, _to_working(self.attempt, ctx.settings.runner_id, last_event_id)
+        )
         if record.state != "working":
             if record.terminal:
                 await self._finish(record)
@@ -198,7 +263,7 @@ class _Attempt:
             return
         plan = ctx.catalog.plan(tlog.submitted.agent)
         agent = tlog.submitted.agent
-        attempt = tlog.attempts + 1
+        attempt = self.attempt
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent,
@@ -211,14 +276,15 @@ class _Attempt:
             self.trace_id = self.trace_id or current_trace_id()
             # A tool-runner that died mid-call is redelivered after the ack wait: allow for one.
             extra_s = ctx.settings.common.ack_wait_s + ctx.settings.tool_wait_margin_s
-            self.sink = NatsSink(ctx.bus, ctx.writer, self.task_id, self.trace_id, tool_wait_extra_s=extra_s)
+            self.sink = self._sink(tool_wait_extra_s=extra_s)
             started = await self.sink.emit(
                 TaskStarted,
                 TaskStartedData(attempt=attempt, runner=ctx.settings.runner_id),
-                msg_id=msgids.started(self.task_id, attempt),
+                msg_id=self._started_msg_id,
             )
+            self.started = True
             tlog.apply(started)
-            log.info("task started", extra={"attempt": attempt, "agent": agent, "delivered": delivered})
+            log.info("task started", extra={"attempt": attempt, "agent": agent, "crashes": crashes})
             if plan is None:
                 known = ", ".join(ctx.catalog.names)
                 outcome: Outcome = Failed("unknown_agent", f"no agent or crew named {agent!r}; known: {known}",
@@ -249,29 +315,43 @@ class _Attempt:
             asyncio.create_task(ctx.hard_stop.wait()),
             asyncio.create_task(self._heartbeat()),
         ]
+        heartbeat = watchers[-1]
         try:
             await asyncio.wait([run, *watchers], return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (run, *watchers):
                 task.cancel()
             await asyncio.wait([run, *watchers])
+        if not heartbeat.cancelled() and isinstance(fenced := heartbeat.exception(), Superseded):
+            raise fenced
         if not run.cancelled():
             return run.result()  # an exception from the loop propagates: nak, redelivery
         return Interrupted("canceled" if self.holding.cancel.is_set() else "hand_back")
 
     async def _heartbeat(self) -> None:
-        """Keeps the message ours (in_progress) and notices a cancel that no ctl notice announced."""
+        """Keeps the message ours (in_progress) and, every third beat, notices in the record a cancel that no ctl
+        notice announced, or a later attempt that took the task over (then raises Superseded)."""
+        beats = 0
         while True:
             await asyncio.sleep(self.ctx.settings.heartbeat_s)
+            beats += 1
             try:
                 await self.msg.in_progress()
-                record = await self.ctx.store.find(self.task_id)
+                record = await self.ctx.store.find(self.task_id) if beats % 3 == 0 else None
             except (nats.errors.Error, SluiceError) as exc:  # a NATS hiccup: the next beat may get through
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            if record is not None and record.attempt != self.attempt:
+                raise Superseded("superseded", f"the record is held by attempt {record.attempt} ({record.runner})")
             if record is not None and record.terminal:
                 self.holding.cancel.set()
                 return
+
+    def _sink(self, *, tool_wait_extra_s: float = 40.0) -> NatsSink:
+        ctx = self.ctx
+        if self.guard is None:  # a task ended before any attempt held it: guard what is written from here on
+            self.guard = LogGuard(ctx.bus, ctx.writer, self.task_id, whole_log=True)
+        return NatsSink(ctx.bus, self.guard, self.task_id, self.trace_id, tool_wait_extra_s=tool_wait_extra_s)
 
     async def _checkpoint(self) -> StopReason | None:
         """Between steps: a canceled record stops the task, a shutdown hands it back."""
@@ -290,13 +370,14 @@ class _Attempt:
     async def _settle(self, outcome: Outcome) -> None:
         match outcome:
             case Completed(output=output, usage=usage):
-                await self._finish(None, change=_to_terminal("completed", output=output, usage=usage))
+                change = _to_terminal("completed", self.attempt, output=output, usage=usage)
+                await self._finish(None, change=change)
             case Failed(code=code, message=message, usage=usage):
                 log.warning("task failed: %s: %s", code, message)
                 error = ErrorInfo(code=code, message=message)
-                await self._finish(None, change=_to_terminal("failed", error=error, usage=usage))
+                await self._finish(None, change=_to_terminal("failed", self.attempt, error=error, usage=usage))
             case Paused(seq=seq):
-                _, record = await self.ctx.store.update(self.task_id, _to_input_required(str(seq)))
+                _, record = await self.ctx.store.update(self.task_id, _to_input_required(str(seq), self.attempt))
                 if record.terminal:
                     await self._finish(record)
                     return
@@ -313,7 +394,7 @@ class _Attempt:
             case Interrupted():
                 ATTEMPTS.labels("handed_back").inc()
                 log.info("task handed back (shutdown)")
-                await _nak(self.msg, 0)
+                await hand_back(self.ctx.bus, self.msg, self.work)
 
     async def _finish(
         self, record: TaskRecord | None, *, change: Callable[[TaskRecord], TaskRecord | None] | None = None
@@ -323,10 +404,10 @@ class _Attempt:
         if change is not None:
             _, record = await ctx.store.update(self.task_id, change)
         assert record is not None and record.terminal
-        sink = self.sink or NatsSink(ctx.bus, ctx.writer, self.task_id, self.trace_id)
+        sink = self.sink or self._sink()
         cls, data = _implied_terminal(record, self.holding.reason)
-        event: Event = await sink.emit(cls, data, msg_id=msgids.end(self.task_id))
-        await ctx.store.update(self.task_id, _with_last_event_id(event.id))
+        event_id = await _end(sink, cls, data)
+        await ctx.store.update(self.task_id, _with_last_event_id(event_id))
         ATTEMPTS.labels(record.state).inc()
         if record.state == "completed":
             TASKS_COMPLETED.inc()
@@ -334,17 +415,16 @@ class _Attempt:
             TASKS_CANCELED.inc()
         elif record.error is not None:
             TASKS_FAILED.labels(record.error.code).inc()
-        log.info("task %s", record.state, extra={"event_id": event.id})
+        log.info("task %s", record.state, extra={"event_id": event_id})
         await self.msg.ack()
 
-    async def _poison(self, delivered: int, *, code: str = "max_deliver_exceeded", message: str = "") -> None:
-        message = message or f"the task's work message was delivered {delivered} times without finishing; giving up"
+    async def _poison(self, crashes: int, *, code: str = "max_deliver_exceeded", message: str = "") -> None:
+        message = message or f"the task's runners crashed {crashes} times without finishing it; giving up"
         error = ErrorInfo(code=code, message=message)
-        _, record = await self.ctx.store.update(self.task_id, _to_terminal("failed", error=error))
-        sink = NatsSink(self.ctx.bus, self.ctx.writer, self.task_id, self.trace_id)
+        _, record = await self.ctx.store.update(self.task_id, _to_terminal("failed", None, error=error))
         cls, data = _implied_terminal(record, "")
-        event = await sink.emit(cls, data, msg_id=msgids.end(self.task_id))
-        await self.ctx.store.update(self.task_id, _with_last_event_id(event.id))
+        event_id = await _end(self._sink(), cls, data)
+        await self.ctx.store.update(self.task_id, _with_last_event_id(event_id))
         TASKS_FAILED.labels(error.code).inc()
         log.error("poison task failed: %s", message)
         await self.msg.term()
@@ -364,13 +444,38 @@ class _Attempt:
         await _nak(self.msg, 1.0)
 
 
-def _to_working(last_event_id: str | None) -> Callable[[TaskRecord], TaskRecord | None]:
+async def _end(sink: NatsSink, cls: type[Event], data: Any) -> str:
+    """Publishes the terminal event the record implies, unless the log has one already; returns its id."""
+    task_id = sink.task_id
+    try:
+        event: Event = await sink.emit(cls, data, msg_id=msgids.end(task_id))
+    except TaskEnded as ended:  # another writer's end is in the log (e.g. the edge's task.canceled): it stands
+        return str(ended.seq)
+    return event.id or ""
+
+
+def _to_working(attempt: int, runner: str, last_event_id: str | None) -> Callable[[TaskRecord], TaskRecord | None]:
+    """Takes the task for `attempt` (compare-and-set): refused if a later or equal attempt holds it already."""
+
     def change(record: TaskRecord) -> TaskRecord | None:
         if record.state not in ("submitted", "working"):
             return None
-        return msgspec.structs.replace(record, state="working", last_event_id=last_event_id or record.last_event_id)
+        if record.attempt >= attempt:
+            raise Superseded("superseded", f"attempt {record.attempt} ({record.runner}) holds the task")
+        return msgspec.structs.replace(
+            record,
+            state="working",
+            attempt=attempt,
+            runner=runner,
+            last_event_id=last_event_id or record.last_event_id,
+        )
 
     return change
+
+
+def _fence(record: TaskRecord, attempt: int | None) -> None:
+    if attempt is not None and record.attempt != attempt:
+        raise Superseded("superseded", f"attempt {record.attempt} ({record.runner}) holds the task, not {attempt}")
 
 
 def _with_last_event_id(event_id: str | None) -> Callable[[TaskRecord], TaskRecord | None]:
@@ -382,19 +487,23 @@ def _with_last_event_id(event_id: str | None) -> Callable[[TaskRecord], TaskReco
     return change
 
 
-def _to_input_required(event_id: str) -> Callable[[TaskRecord], TaskRecord | None]:
+def _to_input_required(event_id: str, attempt: int) -> Callable[[TaskRecord], TaskRecord | None]:
     def change(record: TaskRecord) -> TaskRecord | None:
         if record.state != "working":
             return None
+        _fence(record, attempt)
         return msgspec.structs.replace(record, state="input-required", last_event_id=event_id)
 
     return change
 
 
-def _to_terminal(state: str, **fields: Any) -> Callable[[TaskRecord], TaskRecord | None]:
+def _to_terminal(state: str, attempt: int | None, **fields: Any) -> Callable[[TaskRecord], TaskRecord | None]:
+    """`attempt` None: no attempt holds the task (poison, decided before taking it)."""
+
     def change(record: TaskRecord) -> TaskRecord | None:
         if record.terminal:
             return None  # someone else decided first (e.g. cancel): their outcome stands
+        _fence(record, attempt)
         return msgspec.structs.replace(record, state=state, **fields)
 
     return change

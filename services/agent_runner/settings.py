@@ -18,7 +18,7 @@
 | `SLUICE_RUNNER_METRICS_HOST` | address the metrics endpoint binds (default: all, for scrapers) | `0.0.0.0` |
 | `SLUICE_AGENTS_FILE` | agents/crews TOML replacing the shipped `agents.toml` | the shipped file |
 
-Plus the common `SLUICE_NATS_URL`, `SLUICE_ACK_WAIT` (in-progress heartbeats run at a third of it),
+Plus the common `SLUICE_NATS_URL`, `SLUICE_ACK_WAIT` (in-progress heartbeats run at a quarter of it),
 `SLUICE_MAX_DELIVER` (deliveries before a task is failed as poison), `SLUICE_LOG_*`.
 """
 
@@ -63,8 +63,9 @@ class RunnerSettings:
 
     @property
     def heartbeat_s(self) -> float:
-        """In-progress acks (and record checks) every third of the ack wait: two may be lost safely."""
-        return max(0.2, min(self.common.ack_wait_s / 3, 10.0))
+        """In-progress acks every quarter of the ack wait: three may be lost (or a stall of 3/4 of the ack wait
+        pass) before the task is redelivered; the record is checked every third beat."""
+        return max(0.1, min(self.common.ack_wait_s / 4, 10.0))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerSettings:

@@ -1,11 +1,16 @@
 """`EventSink` over NATS: one task's events published in order, and its tool calls sent and waited for.
 
-Events go through `EventWriter` with the protocol's msg ids, one at a time per task (a lock), each stamped with
-the task's trace id. A tool call is a `ToolCallMessage` on `sluice.tool.<name>.<task>` (msg id
-`{task}:call:{call_id}`); its answer is the `tool.completed` event in the task's log. The wait has no race: it
-subscribes to the task's `tool.completed` subject first (a wake-up only), then reads the log from the step's
-`llm.completed` on, and re-reads it on each wake-up, so a result published before, during or after the dispatch
-is found, and what the sink returns is what the log holds. A call that was already answered is not sent again.
+Events go through the attempt's `LogGuard` (fenced: refused once a later attempt started or the task ended)
+with the protocol's msg ids, one at a time per task (a lock), each stamped with the task's trace id.
+
+A tool call is a `ToolCallMessage` on `sluice.tool.<name>.<task>` (msg id `{task}:call:{call_id}`); its answer is
+the `tool.completed` event in the task's log. The log is read from the step's `llm.completed` on first, so a call
+that was already answered is not sent again; then the answers are awaited through an ordered JetStream consumer
+on the task's `tool.completed` subject starting right after that `llm.completed`. JetStream delivers to it only
+what it has stored, every stored message once, in order — whether published before, during or after the
+dispatch — so no answer can be missed. (A core-NATS wake-up followed by a log read could: the wake-up is
+delivered as the publish arrives, before JetStream has stored it, and a read that comes in between finds
+nothing; with both cores busy that window is wide enough to leave a task waiting for its tool's deadline.)
 If no answer comes by the tool's deadline plus the ack wait (a tool-runner that died is redelivered after it)
 plus a margin, the sink publishes `tool.completed` ok=false itself under the tool-runner's msg id
 (`{task}:tool:{call_id}:done`), so whichever lands first is the only one.
@@ -19,12 +24,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
 from agent_runner.metrics import TOOL_CALLS
 from agent_runner.ports import ToolDispatch
 from sluice import msgids, subjects
 from sluice.bus import Bus
-from sluice.eventlog import EventWriter, read_log
+from sluice.errors import Unavailable
+from sluice.eventlog import LogEntry, read_log
 from sluice.events import Event, ToolCompleted, ToolCompletedData, encode
+from sluice.guard import LogGuard
 from sluice.messages import ToolCallMessage
 
 __all__ = ["NatsSink"]
@@ -36,10 +47,10 @@ E = TypeVar("E", bound=Event)
 
 class NatsSink:
     def __init__(
-        self, bus: Bus, writer: EventWriter, task_id: str, trace_id: str, *, tool_wait_extra_s: float = 40.0
+        self, bus: Bus, guard: LogGuard, task_id: str, trace_id: str, *, tool_wait_extra_s: float = 40.0
     ) -> None:
         self.bus = bus
-        self.writer = writer
+        self.guard = guard
         self.task_id = task_id
         self.trace_id = trace_id
         self.tool_wait_extra_s = tool_wait_extra_s
@@ -52,9 +63,9 @@ class NatsSink:
         return event
 
     async def _emit(self, cls: type[E], data: Any, *, msg_id: str) -> E:
-        event = self.writer.build(cls, self.task_id, data, trace_id=self.trace_id)
+        event = self.guard.writer.build(cls, self.task_id, data, trace_id=self.trace_id)
         async with self._lock:
-            seq = await self.writer.publish(event, msg_id=msg_id)
+            seq = await self.guard.publish(event, msg_id=msg_id)
         if cls is ToolCompleted:
             # A tool result may already be stored under this msg id (the tool-runner's): the stored one counts.
             stored = await self._event_at(seq)
@@ -71,51 +82,54 @@ class NatsSink:
     async def run_tools(self, calls: Sequence[ToolDispatch], *, after_seq: int) -> list[ToolCompleted]:
         wanted = {d.call.call_id: d for d in calls}
         found: dict[str, ToolCompleted] = {}
-        cursor = after_seq
-        wake = asyncio.Event()
 
-        async def on_result(_msg: Any) -> None:
-            wake.set()
+        def keep(entry: LogEntry) -> None:
+            if entry.type == "tool.completed":
+                event = entry.decode()
+                assert isinstance(event, ToolCompleted)
+                if event.data.call_id in wanted:
+                    found.setdefault(event.data.call_id, event)
 
-        async def collect() -> None:
-            nonlocal cursor
-            async for entry in read_log(self.bus, self.task_id, after=cursor):
-                cursor = entry.seq
-                if entry.type == "tool.completed":
-                    event = entry.decode()
-                    assert isinstance(event, ToolCompleted)
-                    if event.data.call_id in wanted:
-                        found.setdefault(event.data.call_id, event)
-
-        sub = await self.bus.nc.subscribe(subjects.event(self.task_id, "tool.completed"), cb=on_result)
+        async for entry in read_log(self.bus, self.task_id, after=after_seq):
+            keep(entry)
+        answers = await self._answers(after_seq)
         try:
-            await self.bus.nc.flush(timeout=5)
-            await collect()
             loop = asyncio.get_running_loop()
             deadlines: dict[str, float] = {}
             for call_id, dispatch in wanted.items():
                 deadlines[call_id] = loop.time() + dispatch.deadline_s + self.tool_wait_extra_s
                 if call_id not in found:
                     await self._send(dispatch)
-            while True:
-                wake.clear()
-                await collect()
-                missing = [c for c in wanted if c not in found]
-                if not missing:
-                    break
-                now = loop.time()
-                for call_id in [c for c in missing if deadlines[c] <= now]:
-                    found[call_id] = await self._give_up(wanted[call_id])
-                if any(c not in found for c in missing):
-                    timeout = min(deadlines[c] for c in missing if c not in found) - now
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), max(0.0, timeout))
+            while missing := [c for c in wanted if c not in found]:
+                timeout = min(deadlines[c] for c in missing) - loop.time()
+                if timeout <= 0:
+                    for call_id in [c for c in missing if deadlines[c] <= loop.time()]:
+                        found[call_id] = await self._give_up(wanted[call_id])
+                    continue
+                try:
+                    msg = await answers.next_msg(timeout=timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                seq = msg.metadata.sequence.stream
+                keep(LogEntry(seq=seq, type="tool.completed", payload=msg.data, headers=msg.headers or {}))
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await answers.unsubscribe()
         results = [found[call_id] for call_id in wanted]
         for result in results:
             TOOL_CALLS.labels(result.data.name, str(result.data.ok).lower()).inc()
         return results
+
+    async def _answers(self, after_seq: int) -> JetStreamContext.PushSubscription:
+        """Every `tool.completed` of the task stored after `after_seq`, as JetStream stores them."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1)
+        subject = subjects.event(self.task_id, "tool.completed")
+        try:
+            return await self.bus.js.subscribe(
+                subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable("nats_unavailable", f"waiting for tool results: {type(exc).__name__}") from exc
 
     async def _send(self, dispatch: ToolDispatch) -> None:
         call = dispatch.call

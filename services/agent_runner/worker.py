@@ -1,10 +1,12 @@
 """The agent-runner's pull loop: work messages from the durable `agent-runners` consumer, N tasks at a time.
 
 Ack policy (each delivery is decided in `handler.py`): ack when the task reached a terminal state or paused for
-a human; `in_progress()` while it runs; nak for hand-back (shutdown) or a transient failure; term for poison.
+a human; `in_progress()` while it runs; a hand-back (shutdown, a NATS outage) publishes a fresh work message
+carrying the crash count and acks this one, so it never counts toward the poison limit; nak after an unexpected
+error (counted); term for poison.
 
 Shutdown: `stopping` stops the pulling; tasks keep running their current step for up to the grace period and hand
-themselves back at the next step boundary (nak: another runner continues from the log); whatever still runs when
+themselves back at the next step boundary (another runner continues from the log); whatever still runs when
 the grace period ends is stopped mid-step and handed back too.
 """
 
@@ -21,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from agent_runner.agents import Catalog
-from agent_runner.handler import RunnerContext, handle_work
+from agent_runner.handler import RunnerContext, hand_back, handle_work
 from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from sluice import subjects
@@ -104,8 +106,8 @@ class Worker:
                 await _wait(stopping, 1.0)
                 continue
             for msg in msgs:
-                if stopping.is_set():
-                    await msg.nak()
+                if stopping.is_set():  # fetched as the stop came: back to the queue, not counted as a crash
+                    await hand_back(self.bus, msg)
                     continue
                 self._free -= 1
                 group.create_task(self._handle(ctx, msg))

@@ -8,10 +8,14 @@ protocol every service agrees on (see the common brief):
   work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task bucket first; a repeated key
   returns the first task (and finishes its submission if that request died midway — the deterministic message
   ids make the repeat harmless).
-- cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody held the
-  task (`submitted`, `input-required`) publish `task.canceled` (`{task}:end`) ourselves.
+- cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody holds the
+  task (`submitted`, `input-required`, or `working` with no work message left in SLUICE_WORK: its submission or
+  resume died half-way) publish `task.canceled` (`{task}:end`) ourselves; a holder publishes it otherwise.
 - input: the record must be `input-required` → publish `task.resumed` (`{task}:resumed:{ask_seq}`) → CAS
   `input-required → working` → publish the work message (`{task}:run:r{ask_seq}`).
+
+Every event goes through a `LogGuard` (sluice.guard): none is stored after the task's terminal event, so an answer
+that races a cancel is refused (409) rather than logged after `task.canceled`.
 
 Events of cancel and input carry the task's trace id and run in a span of the task's trace (`continue_span`), so a
 task stays one trace though each HTTP request starts its own.
@@ -26,11 +30,12 @@ from collections.abc import Callable
 
 import msgspec
 import nats.errors
+import nats.js.errors
 
 from sluice import msgids, subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
-from sluice.errors import Conflict, InvalidInput, Unavailable
+from sluice.errors import Conflict, InvalidInput, TaskEnded, Unavailable
 from sluice.eventlog import EventWriter, LogEntry
 from sluice.events import (
     ErrorInfo,
@@ -46,6 +51,7 @@ from sluice.events import (
     decode_event,
     encode,
 )
+from sluice.guard import LogGuard
 from sluice.ids import is_task_id, new_task_id, parse_task_id
 from sluice.logs import task_scope
 from sluice.messages import ControlMessage, WorkMessage
@@ -235,12 +241,13 @@ class TaskService:
                     await self.bus.notify(subjects.control(task_id), encode(notice))
                 except nats.errors.Error as exc:
                     log.warning("cancel notice not sent (the runner sees the record): %r", exc)
-                if before.state in _UNATTENDED:
-                    # No runner holds the task, so nobody else will write its end.
-                    seq = await self.writer.emit(
-                        TaskCanceled, task_id, TaskCanceledData(reason=reason), msg_id=msgids.end(task_id),
-                        trace_id=trace_id,
-                    )  # fmt: skip
+                if before.state in _UNATTENDED or not await self._work_pending(task_id):
+                    # No runner holds the task, nor will one (no work message is left): nobody else writes its end.
+                    event = self.writer.build(TaskCanceled, task_id, TaskCanceledData(reason=reason), trace_id=trace_id)
+                    try:
+                        seq = await LogGuard(self.bus, self.writer, task_id).publish(event, msg_id=msgids.end(task_id))
+                    except TaskEnded as ended:  # a runner's end landed first: it stands
+                        seq = ended.seq
                     _, after = await self.store.update(task_id, _with_last_event(seq))
                 log.info("task canceled", extra={"previous_state": before.state})  # in the task's trace
         return after
@@ -266,9 +273,12 @@ class TaskService:
         with task_scope(task_id):
             headers, trace_id = await self._task_trace(task_id)
             with continue_span("resume task", headers, attributes={"sluice.task_id": task_id}):
-                seq = await self.writer.emit(
-                    TaskResumed, task_id, data, msg_id=msgids.resumed(task_id, ask.seq), trace_id=trace_id
-                )
+                event = self.writer.build(TaskResumed, task_id, data, trace_id=trace_id)
+                guard = LogGuard(self.bus, self.writer, task_id, last_seq=ask.seq)
+                try:  # refused once the task has ended: an answer never lands after task.canceled
+                    seq = await guard.publish(event, msg_id=msgids.resumed(task_id, ask.seq))
+                except TaskEnded as ended:
+                    raise Conflict("task_terminal", f"task {task_id} has already ended") from ended
                 await self._check_ours(seq, data)
 
                 def change(current: TaskRecord) -> TaskRecord:
@@ -283,6 +293,17 @@ class TaskService:
                 )
                 log.info("task resumed", extra={"asked_at": ask.seq})  # in the task's trace
         return record
+
+    async def _work_pending(self, task_id: str) -> bool:
+        """Is a work message for the task still in SLUICE_WORK (held by a runner, or waiting for one)? When NATS
+        cannot say, assume so: a holder, the redelivery or the reconciler ends the task then."""
+        try:
+            await self.bus.js.get_last_msg(subjects.WORK_STREAM, subjects.work(task_id))
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("could not look for the task's work message: %r", exc)
+        return True
 
     async def _check_ours(self, seq: int, data: TaskResumedData) -> None:
         """Two answers racing publish under one message id and JetStream keeps the first: was it this one?"""

@@ -9,10 +9,19 @@ worker carries out. The decisions, in the order they are taken:
 | no task record (never existed, or expired) | none | `ACK` |
 | task record is terminal (e.g. canceled while the call waited) | none | `ACK` |
 | redelivered, and the log already has its `tool.completed` | none | `ACK` |
-| delivered more than `max_deliver` times (its runners kept dying) | `tool.completed` ok=false | `TERM` |
+| `max_deliver` crashes behind this delivery (its runners kept dying) | `tool.completed` ok=false | `TERM` |
 | otherwise: run it | `tool.started`, then `tool.completed` | `ACK` |
 | ... but the record turned terminal while it ran | `tool.started` only | `ACK` |
-| NATS unavailable (record, log or publish) | what got through | `NAK` (after a delay) |
+| ... or the task's terminal event was stored first | what was stored before the end | `ACK` |
+| NATS unavailable (record, log or publish) | what got through | `HAND_BACK` (not a crash) |
+
+Crashes are counted, not deliveries: a tool-runner that stops (SIGTERM) or meets a NATS outage hands the call back
+as a fresh message carrying the crashes so far (`ToolCallMessage.crashes`), so only deliveries that ended in a
+crash count toward `max_deliver`.
+
+Both events are published through the task's `LogGuard` (the one guard of every writer, over the task's
+lifecycle events): JetStream stores them only if no terminal event is in the log, so a result that comes back
+after a cancel is dropped, never stored after `task.canceled`.
 
 Both events carry msg ids derived from the call id (`{task}:tool:{call_id}:start|done`), so JetStream drops a
 second copy within its duplicate window; a redelivered call also checks the log first, so that neither a
@@ -36,11 +45,12 @@ from opentelemetry.util.types import AttributeValue
 from sluice import events as ev
 from sluice import msgids
 from sluice.bus import Bus
-from sluice.errors import InvalidInput, Unavailable
+from sluice.errors import InvalidInput, TaskEnded, Unavailable
 from sluice.eventlog import EventWriter, read_log
+from sluice.guard import LogGuard
 from sluice.ids import parse_task_id
 from sluice.logs import task_scope
-from sluice.messages import ToolCallMessage, decode_tool_call
+from sluice.messages import ToolCallMessage, crashes_so_far, decode_tool_call
 from sluice.propagation import current_trace_id, trace_id_from_headers
 from sluice.records import TaskStore
 from sluice.tracing import process_span
@@ -74,7 +84,8 @@ class Disposition(StrEnum):
     """What to tell JetStream about a message once it has been handled."""
 
     ACK = "ack"  # done with it: its result is in the log, or there is nothing to publish
-    NAK = "nak"  # a transient failure: deliver it again after a delay (to any tool-runner)
+    NAK = "nak"  # an unexpected error: deliver it again after a delay (to any tool-runner); counts as a crash
+    HAND_BACK = "hand_back"  # a transient failure (NATS): a fresh message, after a delay; not a crash
     TERM = "term"  # never deliver it again: it cannot be read, or it was given up on
 
 
@@ -125,7 +136,7 @@ class ToolCallHandler:
             except _TRANSIENT as exc:
                 log.warning("tool call %s postponed: %s", call.call_id, exc, extra={"call_id": call.call_id})
                 span.set_status(Status(StatusCode.ERROR, f"transient: {type(exc).__name__}"))
-                outcome, disposition = Skipped.RETRY, Disposition.NAK
+                outcome, disposition = Skipped.RETRY, Disposition.HAND_BACK
             span.set_attribute("sluice.tool.outcome", outcome)
             if outcome not in (Outcome.OK, Skipped.TASK_TERMINAL, Skipped.TASK_MISSING, Skipped.DUPLICATE):
                 span.set_status(Status(StatusCode.ERROR, outcome))
@@ -139,7 +150,8 @@ class ToolCallHandler:
             log.info("tool call %s not run: %s", call.call_id, why, extra={"call_id": call.call_id})
             return why, Disposition.ACK
         seen = _Seen()
-        if deliveries > 1:
+        crashes = crashes_so_far(call.crashes, deliveries)
+        if deliveries > 1 or call.handbacks:
             seen = await self._seen(call)
             log.info(
                 "tool call %s redelivered (delivery %d)", call.call_id, deliveries,
@@ -148,24 +160,30 @@ class ToolCallHandler:
         if seen.completed:
             log.info("tool call %s already completed; not run again", call.call_id, extra={"call_id": call.call_id})
             return Skipped.DUPLICATE, Disposition.ACK
-        if deliveries > self.max_deliver:
+        if crashes >= self.max_deliver:
             log.error(
-                "tool call %s delivered %d times without completing; giving up",
-                call.call_id, deliveries, extra={"call_id": call.call_id},
+                "tool call %s: %d runners crashed on it without completing; giving up",
+                call.call_id, crashes, extra={"call_id": call.call_id},
             )  # fmt: skip
-            error = f"{call.name} was abandoned after {deliveries} attempts that did not finish (the runner died)"
-            await self._completed(call, CallResult.failed(Outcome.POISON, error), trace_id)
+            error = f"{call.name} was abandoned after {crashes + 1} attempts that did not finish (the runner died)"
+            guard = LogGuard(self.bus, self.writer, call.task_id)
+            try:
+                await self._completed(guard, call, CallResult.failed(Outcome.POISON, error), trace_id)
+            except TaskEnded:
+                return Skipped.TASK_TERMINAL, Disposition.TERM
             return Outcome.POISON, Disposition.TERM
+        try:
+            return await self._run(call, seen, trace_id)
+        except TaskEnded as ended:  # canceled (or ended otherwise) before the event could be stored
+            log.info("tool call %s: %s; nothing more published", call.call_id, ended.message)
+            return Skipped.TASK_TERMINAL, Disposition.ACK
 
+    async def _run(self, call: ToolCallMessage, seen: _Seen, trace_id: str) -> tuple[Outcome | Skipped, Disposition]:
+        guard = LogGuard(self.bus, self.writer, call.task_id)
         if not seen.started:
             data = ev.ToolStartedData(call_id=call.call_id, name=call.name, arguments=call.arguments)
-            await self.writer.emit(
-                ev.ToolStarted,
-                call.task_id,
-                data,
-                msg_id=msgids.tool_started(call.task_id, call.call_id),
-                trace_id=trace_id,
-            )
+            event = self.writer.build(ev.ToolStarted, call.task_id, data, trace_id=trace_id)
+            await guard.publish(event, msg_id=msgids.tool_started(call.task_id, call.call_id))
         begun = time.monotonic()
         result = await execute(
             self.lookup(call.name),
@@ -175,11 +193,12 @@ class ToolCallHandler:
             max_output_bytes=self.max_output_bytes,
         )
         self.metrics.ran(call.name, time.monotonic() - begun)
-        # The task may have ended while the tool ran (a cancel): its late result is not published.
+        # The task may have ended while the tool ran (a cancel): its late result is not published. The record
+        # says so first; the guard refuses it even when the cancel lands between this look and the publish.
         if (why := await self._task_gone(call.task_id)) is not None:
             log.info("tool call %s finished after its task became %s; result dropped", call.call_id, why)
             return why, Disposition.ACK
-        await self._completed(call, result, trace_id)
+        await self._completed(guard, call, result, trace_id)
         return result.outcome, Disposition.ACK
 
     async def _task_gone(self, task_id: str) -> Skipped | None:
@@ -200,7 +219,7 @@ class ToolCallHandler:
                 completed = True
         return _Seen(started=started, completed=completed)
 
-    async def _completed(self, call: ToolCallMessage, result: CallResult, trace_id: str) -> None:
+    async def _completed(self, guard: LogGuard, call: ToolCallMessage, result: CallResult, trace_id: str) -> None:
         data = ev.ToolCompletedData(
             call_id=call.call_id,
             name=call.name,
@@ -209,13 +228,8 @@ class ToolCallHandler:
             error=result.error,
             duration_ms=result.duration_ms,
         )
-        await self.writer.emit(
-            ev.ToolCompleted,
-            call.task_id,
-            data,
-            msg_id=msgids.tool_completed(call.task_id, call.call_id),
-            trace_id=trace_id,
-        )
+        event = self.writer.build(ev.ToolCompleted, call.task_id, data, trace_id=trace_id)
+        await guard.publish(event, msg_id=msgids.tool_completed(call.task_id, call.call_id))
 
 
 def _gen_ai_attributes(call: ToolCallMessage) -> dict[str, AttributeValue]:

@@ -3,30 +3,36 @@
 Flow control: the worker never holds more messages than it runs. It fetches at most as many as it has free
 slots (`concurrency`), so a message it holds is a message being worked on; what it cannot take stays in the
 stream for other tool-runners. While a call runs, the message's ack deadline is extended with `in_progress()`
-every third of the consumer's `ack_wait` (read from the consumer itself, so it matches whatever was
+every quarter of the consumer's `ack_wait` (read from the consumer itself, so it matches whatever was
 provisioned), and a runner that dies stops extending it: JetStream then redelivers the call to another one.
 
-Ack policy (the `Disposition` the handler returns): `ack` when done, `nak(retry_delay)` on a transient
-failure, `term` for a message that can never succeed. An unexpected error in the handler is logged with its
-traceback and the message is nak'ed, so a bug costs a retry, not the runner.
+Ack policy (the `Disposition` the handler returns): `ack` when done, a hand-back (a fresh message carrying the
+crash count, then `ack`) on a transient failure, `term` for a message that can never succeed. An unexpected error
+in the handler is logged with its traceback and the message is nak'ed (a crash: it counts), so a bug costs a
+retry, not the runner.
 
 Shutdown (`stopping` set, e.g. by SIGTERM): stop fetching (within `fetch_timeout_s`), give running calls
-`grace_s` to finish and settle as usual, then cancel the rest and `nak` their messages at once, so another
-tool-runner takes them without waiting for the ack deadline.
+`grace_s` to finish and settle as usual, then cancel the rest and hand their messages back at once, so another
+tool-runner takes them without waiting for the ack deadline, and the restart never counts toward the poison limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from sluice import subjects
+from sluice import msgids, subjects
 from sluice.bus import Bus
+from sluice.errors import SluiceError
+from sluice.events import encode
+from sluice.messages import crashes_so_far, decode_tool_call
 
 from .handler import Disposition, ToolCallHandler
 from .metrics import ToolMetrics
@@ -58,7 +64,7 @@ class ToolWorker:
         sub = await self.bus.js.pull_subscribe_bind(durable=subjects.TOOL_CONSUMER, stream=subjects.TOOLS_STREAM)
         try:
             info = await sub.consumer_info()
-            self._heartbeat_s = max(0.2, (info.config.ack_wait or 30.0) / 3)
+            self._heartbeat_s = max(0.1, (info.config.ack_wait or 3.0) / 4)
             self.ready.set()
             if on_ready is not None:
                 on_ready()
@@ -88,7 +94,7 @@ class ToolWorker:
                 continue
             for msg in msgs:
                 if stopping.is_set():  # arrived after the stop: hand it straight back
-                    await msg.nak()
+                    await self._hand_back(msg)
                 else:
                     self._start(msg)
 
@@ -131,11 +137,31 @@ class ToolWorker:
                 await msg.ack()
             elif disposition is Disposition.TERM:
                 await msg.term()
+            elif disposition is Disposition.HAND_BACK:
+                await self._hand_back(msg, delay_s=self.settings.retry_delay_s)
             else:
                 await msg.nak(delay=self.settings.retry_delay_s)
         except nats.errors.Error as exc:  # not settled: JetStream redelivers after the ack deadline
             log.warning("could not %s a tool call message: %s", disposition, exc)
         self._unsettled.pop(id(msg), None)
+
+    async def _hand_back(self, msg: Msg, *, delay_s: float = 0.0) -> None:
+        """A fresh copy of the call carrying the crashes so far, then the ack of this one: not a crash. If NATS
+        cannot take the copy, a nak (the redelivery then counts: NATS cannot be told otherwise)."""
+        try:
+            call = decode_tool_call(msg.data)
+            again = msgspec.structs.replace(
+                call, crashes=crashes_so_far(call.crashes, msg.metadata.num_delivered), handbacks=call.handbacks + 1
+            )
+            if delay_s:
+                await asyncio.sleep(delay_s)  # as nak(delay) would: NATS was just out
+            msg_id = msgids.tool_call_handed_back(call.task_id, call.call_id, msg.metadata.sequence.stream)
+            await self.bus.publish(subjects.tool_call(call.name, call.task_id), encode(again), msg_id=msg_id)
+            await msg.ack()
+        except (msgspec.DecodeError, SluiceError, nats.errors.Error) as exc:
+            log.warning("could not hand back a tool call (%s); nak", exc)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak()
 
     async def _drain(self) -> None:
         if not self._calls:
@@ -146,10 +172,7 @@ class ToolWorker:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         for msg in list(self._unsettled.values()):
-            try:
-                await msg.nak()
-            except nats.errors.Error as exc:
-                log.warning("could not hand back a tool call: %s", exc)
+            await self._hand_back(msg)
             self._unsettled.pop(id(msg), None)
         if late:
             log.info("handed %d unfinished tool calls back to the stream", len(late))

@@ -4,7 +4,7 @@ A publish that times out (or meets no responders during a leader election or rec
 `Nats-Msg-Id`, so JetStream drops the copy if the first attempt was in fact stored. While the first attempt is still
 being replicated (a leader that has lost its quorum), JetStream answers the retry "duplicate message id is in
 process": that is retried too, until the first attempt is stored or dropped. NATS exceptions are translated
-to `Unavailable` here and nowhere else.
+to `Unavailable` here and nowhere else (a guarded publish whose expectation failed: `LogMovedOn`).
 
 The connection is made as the process's own NATS identity (CONTRACT §8): an NKey seed file or a JWT creds file,
 TLS with a CA and client certificate, or a user and password in the URL, with replies on the identity's private
@@ -38,7 +38,7 @@ from tenacity import (
 
 from sluice import jsapi
 from sluice.config import CommonConfig
-from sluice.errors import InvalidInput, PermissionDenied, Unavailable
+from sluice.errors import InvalidInput, LogMovedOn, PermissionDenied, Unavailable
 from sluice.propagation import inject
 from sluice.tracing import STREAM_SEQUENCE, send_span, span_for_publish, template_of
 
@@ -57,6 +57,8 @@ MSG_ID = "Nats-Msg-Id"
 _REFUSED_RE = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.IGNORECASE)
 # JSStreamDuplicateMessageConflict: an earlier attempt with this msg id is still being proposed.
 DUPLICATE_IN_PROCESS = 10158
+# JSStreamWrongLastSequenceError: an expected-last-sequence header did not hold (a guarded write, see guard.py).
+WRONG_LAST_SEQUENCE = 10071
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -142,6 +144,8 @@ class Bus:
                 ) from exc
             raise Unavailable("nats_unavailable", f"publish to {subject} failed: {type(exc).__name__}") from exc
         except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise LogMovedOn("log_moved_on", f"publish to {subject} refused: {exc.description}") from exc
             raise Unavailable("nats_error", f"publish to {subject} refused: {exc.description}") from exc
         return int(ack.seq)
 

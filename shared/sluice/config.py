@@ -98,8 +98,9 @@ class CommonConfig:
     # 1,000, which a few busy edges reach.
     events_max_consumers: int = 100_000
     duplicate_window_s: float = 120.0
-    # Ack wait of the work and tool consumers; runners extend it with in-progress acks while alive.
-    ack_wait_s: float = 30.0
+    # Ack wait of the work and tool consumers; runners extend it with in-progress acks while alive (a quarter of
+    # it apart), so a dead runner's task or tool call is redelivered within this long: the failover time.
+    ack_wait_s: float = 3.0
     max_deliver: int = 5
     log_level: str = "INFO"
     log_format: str = "json"
@@ -139,7 +140,7 @@ class CommonConfig:
             replicas=replicas,
             events_max_age_s=events_max_age_s,
             events_max_consumers=r.integer("SLUICE_EVENTS_MAX_CONSUMERS", 100_000, minimum=1),
-            ack_wait_s=r.duration("SLUICE_ACK_WAIT", "30s"),
+            ack_wait_s=r.duration("SLUICE_ACK_WAIT", "3s"),
             max_deliver=r.integer("SLUICE_MAX_DELIVER", 5, minimum=1),
             log_level=r.text("SLUICE_LOG_LEVEL", "INFO").upper(),
             log_format=r.text("SLUICE_LOG_FORMAT", "json"),

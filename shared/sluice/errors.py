@@ -4,6 +4,9 @@
     ├── InvalidInput            bad input from outside (HTTP 400/422)
     ├── NotFound                unknown task (404)
     ├── Conflict                the task's state forbids this (409)
+    │   ├── LogMovedOn          a guarded write refused: the task's log changed since the writer last looked
+    │   ├── TaskEnded           the task's log already holds its terminal event: nothing more may be written
+    │   └── Superseded          a later attempt owns the task: this one may write nothing more
     ├── Unavailable             NATS or a dependency is down, retry later (503)
     │   └── PermissionDenied    NATS refused this identity a subject: a deployment mistake, said once, not retried
     ├── ProvisioningError       a stream or bucket exists with settings we cannot reconcile
@@ -17,11 +20,14 @@ from __future__ import annotations
 __all__ = [
     "Conflict",
     "InvalidInput",
+    "LogMovedOn",
     "ModelError",
     "NotFound",
     "PermissionDenied",
     "ProvisioningError",
     "SluiceError",
+    "Superseded",
+    "TaskEnded",
     "Unavailable",
 ]
 
@@ -45,6 +51,22 @@ class NotFound(SluiceError):
 
 class Conflict(SluiceError):
     code = "conflict"
+
+
+class LogMovedOn(Conflict):
+    code = "log_moved_on"
+
+
+class TaskEnded(Conflict):
+    code = "task_terminal"
+
+    def __init__(self, code: str | None = None, message: str = "", seq: int = 0) -> None:
+        super().__init__(code, message)
+        self.seq = seq  # the terminal event's id
+
+
+class Superseded(Conflict):
+    code = "superseded"
 
 
 class Unavailable(SluiceError):

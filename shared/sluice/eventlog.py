@@ -72,23 +72,32 @@ class EventWriter:
             data=data,
         )
 
-    async def publish(self, event: Event, *, msg_id: str) -> int:
+    async def publish(self, event: Event, *, msg_id: str, headers: dict[str, str] | None = None) -> int:
         subject = subjects.event(event.task_id, event_type(type(event)))
-        return await self.bus.publish(subject, encode(event), msg_id=msg_id)
+        return await self.bus.publish(subject, encode(event), msg_id=msg_id, headers=headers)
 
     async def emit(self, cls: type[Event], task_id: str, data: Any, *, msg_id: str, trace_id: str | None = None) -> int:
         return await self.publish(self.build(cls, task_id, data, trace_id=trace_id), msg_id=msg_id)
 
 
 async def read_log(
-    bus: Bus, task_id: str, *, after: int = 0, batch: int = 1000, timeout_s: float = 5.0, confirm_end: bool = True
+    bus: Bus,
+    task_id: str,
+    *,
+    after: int = 0,
+    batch: int = 1000,
+    timeout_s: float = 5.0,
+    confirm_end: bool = True,
+    filter_subject: str | None = None,
 ) -> AsyncIterator[LogEntry]:
     """Yields the task's events with sequence > `after` that exist now, in order, then stops.
+
+    `filter_subject`: a narrower subject of the task's (e.g. `subjects.lifecycle_of_task`); default all its events.
 
     `confirm_end`: when the direct gets (answered by any replica) find nothing more, ask the stream leader, and go
     on from what it has. Without it, an event acknowledged just before the call may be missed on a replica that lags.
     """
-    filter_subject = subjects.events_of_task(task_id)
+    filter_subject = filter_subject or subjects.events_of_task(task_id)
     inbox = bus.nc.new_inbox()
     sub = await bus.nc.subscribe(inbox)
     start = after + 1

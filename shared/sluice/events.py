@@ -218,6 +218,10 @@ class TaskRecord(Struct, kw_only=True):
     context_id: str | None = None
     # The task's trace (W3C trace id, 32 hex): what an operator pastes into Jaeger. Every event carries it too.
     trace_id: str | None = None
+    # Ownership (fencing): the attempt that holds the task and its runner, taken over by compare-and-set. A runner
+    # whose attempt is no longer the record's may write nothing more (see sluice.guard and the agent-runner handler).
+    attempt: int = 0
+    runner: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "events_all",
     "events_of_task",
     "events_of_type",
+    "lifecycle_of_task",
     "task_id_of",
     "tool_call",
     "tool_calls_all",
@@ -72,6 +73,11 @@ def event(task_id: str, event_type: str) -> str:
 
 def events_of_task(task_id: str) -> str:
     return f"{EVENT_PREFIX}.{parse_task_id(task_id)}.>"
+
+
+def lifecycle_of_task(task_id: str) -> str:
+    """The task's `task.*` events only (submitted, started, input_required, resumed and the terminal ones)."""
+    return f"{EVENT_PREFIX}.{parse_task_id(task_id)}.task.>"
 
 
 def events_of_type(event_type: str) -> str:

@@ -8,6 +8,7 @@ their work (durable consumers are shared by name).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import uuid
@@ -21,6 +22,7 @@ from sluice.config import CommonConfig
 from sluice.events import TERMINAL_TYPES, Event, LlmCompleted
 from sluice.provision import provision
 from support.nats_server import NatsServer
+from support.procs import ServiceProcess
 from support.runners import LogWatch, data_of, submit, types_of, wait_for_end
 from support.stack import Stack
 from support.waiting import eventually
@@ -174,3 +176,60 @@ async def _delivery_state(bus: Bus) -> str | None:
     if info.num_pending:
         return "queued"
     return None
+
+
+async def test_a_frozen_runner_that_wakes_after_its_takeover_writes_nothing_more(
+    bus: Bus, runners: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGSTOP the runner mid-answer, past the ack wait: a second runner takes the task over (attempt 2) and
+    finishes it. Then SIGCONT: the first runner wakes up mid-stream, finds itself superseded, and the log it
+    finds is the log it leaves — not one token, record change or second end from the old attempt."""
+    task = await submit(bus, f"tell me a long story [fault:slow:40] ({nonce()})")
+    watch = LogWatch(bus, task)
+    await watch.until(lambda es: len(data_of(es, "llm.delta")) >= 3 or None, what="three deltas")
+    frozen = runners.service("agent-runner")
+    assert frozen.proc is not None
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    second = dataclasses.replace(
+        runners._process("agent-runner"), log_path=tmp_path_factory.mktemp("second") / "agent-runner.log"
+    )
+    try:
+        second.start(timeout_s=60)
+        events = await wait_for_end(bus, task, timeout_s=60)
+        assert [(s.attempt, s.runner) for s in data_of(events, "task.started")][-1][0] == 2
+        ended = [e.id for e in events]
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+        await eventually(lambda: _logged(frozen, "attempt superseded"), timeout_s=30, what="the old attempt")
+        after = await wait_for_end(bus, task, timeout_s=5)
+        assert [e.id for e in after] == ended, f"the superseded attempt wrote {types_of(after)[len(ended) :]}"
+        assert_ends_once(after)
+        record = await (await bus.js.key_value(subjects.TASKS_BUCKET)).get(task)
+        assert b'"attempt":2' in (record.value or b"") and b'"state":"completed"' in (record.value or b"")
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+        second.kill()
+
+
+async def _logged(proc: ServiceProcess, text: str) -> bool:
+    return text in proc.log_text()
+
+
+async def test_five_rolling_restarts_during_one_long_task_leave_it_running(bus: Bus, runners: Stack) -> None:
+    """SLUICE_MAX_DELIVER is 5 and the runner is restarted (SIGTERM, the hand-back path) five times while one long
+    task streams: hand-backs are not crashes, so the task goes on each time and completes."""
+    task = await submit(bus, f"tell me a long story [fault:slow:60] ({nonce()})")
+    watch = LogWatch(bus, task)
+    for restart in range(1, 6):
+        await watch.until(lambda es, n=restart: _streaming_in_attempt(es, n), what=f"attempt {restart} streaming")
+        assert runners.service("agent-runner").terminate(timeout_s=20) == 0
+        runners.start_service("agent-runner")
+    events = await wait_for_end(bus, task, timeout_s=60)
+    assert_ends_once(events)
+    assert [s.attempt for s in data_of(events, "task.started")] == [1, 2, 3, 4, 5, 6]
+
+
+def _streaming_in_attempt(events: list[Event], attempt: int) -> bool | None:
+    """Has attempt `attempt` of the task started and streamed a delta since?"""
+    types = types_of(events)
+    starts = [i for i, t in enumerate(types) if t == "task.started"]
+    return (len(starts) >= attempt and "llm.delta" in types[starts[attempt - 1] :]) or None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from functools import partial
 
 import msgspec
 import pytest
@@ -24,6 +25,7 @@ from sluice.eventlog import EventWriter, read_log
 from sluice.ids import new_task_id
 from support.otlp_receiver import SpanCapture, span_capture
 from support.tool_runner import (
+    RunningWorker,
     call_events,
     completed_event,
     create_task,
@@ -296,6 +298,22 @@ async def test_on_stop_a_call_past_the_grace_period_is_handed_back_and_completed
     assert names_of(await call_events(bus, task_id, call_id)) == ["tool.started", "tool.completed"]
 
 
+async def test_five_rolling_stops_during_one_call_never_count_toward_the_poison_limit(bus: Bus) -> None:
+    """max_deliver 5 and five tool-runners stopped (SIGTERM's path) one after another mid-call: each hands the call
+    back, none of that is a crash, and the sixth runs it to the end instead of abandoning it as poison."""
+    task_id = new_task_id()
+    await create_task(bus, task_id)
+    call_id = await publish_call(bus, task_id, "slow_echo", {"text": "still here", "seconds": 1.0})
+    for restart in range(5):
+        async with running_worker(bus, grace_s=0.05, max_deliver=5) as running:
+            await eventually(partial(_busy, running), what=f"tool-runner {restart} to take the call")
+    async with running_worker(bus, max_deliver=5) as last:
+        done = await completed_event(bus, task_id, call_id)
+    assert done.data.ok and done.data.result == "still here", done.data.error
+    assert last.metrics.count("slow_echo", "poison") == 0
+    assert names_of(await call_events(bus, task_id, call_id)) == ["tool.started", "tool.completed"]
+
+
 async def test_on_stop_a_running_call_within_the_grace_period_finishes_and_is_acked(bus: Bus) -> None:
     task_id = new_task_id()
     await create_task(bus, task_id)
@@ -306,6 +324,10 @@ async def test_on_stop_a_running_call_within_the_grace_period_finishes_and_is_ac
         assert running.metrics.count("slow_echo", "ok") == 1
     done = await completed_event(bus, task_id, call_id, timeout_s=1)
     assert done.data.result == "finished"
+
+
+async def _busy(running: RunningWorker) -> bool:
+    return running.worker.running > 0
 
 
 async def _positive(value: float) -> bool:

@@ -14,7 +14,7 @@ def test_defaults_point_at_the_demo_model() -> None:
     assert s.model == "sluice-demo" and s.concurrency == 4 and s.metrics_port == 9464
     assert s.delta_window_s == DEFAULT_DELTA_WINDOW_MS / 1000
     assert s.agents_file is None
-    assert s.heartbeat_s == 10.0  # a third of the 30 s ack wait
+    assert s.common.ack_wait_s == 3.0 and s.heartbeat_s == 0.75  # a quarter of the ack wait: failover in ~3 s
 
 
 def test_the_demo_address_follows_its_variables_and_a_key_means_a_real_server() -> None:
@@ -35,7 +35,7 @@ def test_runner_variables_are_read() -> None:
             "SLUICE_DELTA_WINDOW_MS": "0",
             "SLUICE_RUNNER_METRICS_PORT": "0",
             "SLUICE_RUNNER_GRACE_S": "1.5",
-            "SLUICE_ACK_WAIT": "3s",
+            "SLUICE_ACK_WAIT": "4s",
             "SLUICE_MODEL_MAX_ATTEMPTS": "2",
         }
     )
