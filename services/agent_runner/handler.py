@@ -11,7 +11,7 @@
                    Completed / Failed ─▶ CAS record terminal (the CAS winner decides) ─▶ terminal event ─▶ ack
                    Paused ─────────────▶ CAS record input-required (slot freed) ─────────────────────────▶ ack
                    canceled ───────────▶ task.canceled (the record says canceled) ───────────────────────▶ ack
-                   handed back ────────▶ (shutdown) ─▶ a fresh work message with the crashes so far ─────▶ ack
+                   handed back ────────▶ (shutdown) ─▶ noted as a hand-back (sluice.handbacks) ─────────▶ nak
              ─▶ NATS unavailable ─▶ handed back the same way (not a crash)
              ─▶ an unexpected error ─▶ nak(delay): redelivered (a crash: counted), rebuilt from the log
 
@@ -61,12 +61,12 @@ from sluice.events import (
     TaskRecord,
     TaskStarted,
     TaskStartedData,
-    encode,
 )
 from sluice.guard import LogGuard
+from sluice.handbacks import HandBacks
 from sluice.ids import parse_task_id
 from sluice.logs import task_scope
-from sluice.messages import WorkMessage, crashes_so_far, decode_control, decode_work
+from sluice.messages import decode_control, decode_work
 from sluice.propagation import current_trace_id, trace_id_from_headers
 from sluice.records import TaskStore
 from sluice.tracing import process_span
@@ -83,6 +83,7 @@ class RunnerContext:
 
     bus: Bus
     store: TaskStore
+    handbacks: HandBacks
     settings: RunnerSettings
     catalog: Catalog
     tools: Mapping[str, ToolDescriptor]
@@ -126,15 +127,14 @@ class _Holding:
 async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
     """Handles one delivery; never raises except on cancellation (then the message is nak'ed first)."""
     try:
-        work = decode_work(msg.data)
-        task_id = parse_task_id(work.task_id)
+        task_id = parse_task_id(decode_work(msg.data).task_id)
     except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput) as exc:
         log.error("dropped a malformed work message on %s: %s", msg.subject, exc)
         await msg.term()
         return
     with task_scope(task_id):
         try:
-            await _Attempt(ctx, msg, work, task_id).handle()
+            await _Attempt(ctx, msg, task_id).handle()
         except Superseded as exc:  # the message is the new holder's now: no ack, no nak, no in_progress
             ATTEMPTS.labels("superseded").inc()
             log.warning("attempt superseded; this runner writes nothing more to the task: %s", exc.message)
@@ -146,28 +146,17 @@ async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
             raise
         except Unavailable as exc:  # NATS is out: not the task's fault, so not a crash
             log.warning("NATS unavailable mid-task (%s); handing the task back", exc.message)
-            await hand_back(ctx.bus, msg, work)
+            await hand_back(ctx.handbacks, msg)
         except Exception:  # a bug: logged, and the message comes back, counted (poison after max_deliver)
             log.exception("task attempt failed unexpectedly; handing the task back")
             await _nak(msg, 2.0)
 
 
-async def hand_back(bus: Bus, msg: Msg, work: WorkMessage | None = None) -> None:
-    """Gives a task back without counting a crash: a fresh work message that carries the crashes so far, then the
-    ack of this one (its retry id is this message's stream sequence, so a retried hand-back is one message). If
-    NATS cannot take the new message, a nak: the redelivery then counts, as NATS cannot be told otherwise."""
-    try:
-        work = work or decode_work(msg.data)
-        again = msgspec.structs.replace(
-            work, crashes=crashes_so_far(work.crashes, msg.metadata.num_delivered), handbacks=work.handbacks + 1
-        )
-        msg_id = msgids.run_handed_back(work.task_id, msg.metadata.sequence.stream)
-        await bus.publish(subjects.work(parse_task_id(work.task_id)), encode(again), msg_id=msg_id)
-    except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput, Unavailable) as exc:
-        log.warning("could not hand the task back (%s); nak", exc)
-        await _nak(msg, 0)
-        return
-    await msg.ack()
+async def hand_back(handbacks: HandBacks, msg: Msg) -> None:
+    """Gives a task back without counting a crash: the hand-back noted under the message, then nak (at once: the
+    next runner takes it without waiting for the ack wait)."""
+    await handbacks.note(msg)
+    await _nak(msg, 0)
 
 
 async def _nak(msg: Msg, delay: float) -> None:
@@ -179,10 +168,9 @@ async def _nak(msg: Msg, delay: float) -> None:
 
 
 class _Attempt:
-    def __init__(self, ctx: RunnerContext, msg: Msg, work: WorkMessage, task_id: str) -> None:
+    def __init__(self, ctx: RunnerContext, msg: Msg, task_id: str) -> None:
         self.ctx = ctx
         self.msg = msg
-        self.work = work
         self.task_id = task_id
         self.holding = _Holding()
         self.trace_id = ""
@@ -195,7 +183,7 @@ class _Attempt:
     async def handle(self) -> None:
         ctx, task_id = self.ctx, self.task_id
         delivered = self.msg.metadata.num_delivered
-        crashes = crashes_so_far(self.work.crashes, delivered)
+        crashes = await ctx.handbacks.crashes(self.msg)
         entries = [entry async for entry in read_log(ctx.bus, task_id)]
         if any(entry.type in TERMINAL_TYPES for entry in entries):
             log.info("task already ended; work message dropped")
@@ -394,7 +382,7 @@ class _Attempt:
             case Interrupted():
                 ATTEMPTS.labels("handed_back").inc()
                 log.info("task handed back (shutdown)")
-                await hand_back(self.ctx.bus, self.msg, self.work)
+                await hand_back(self.ctx.handbacks, self.msg)
 
     async def _finish(
         self, record: TaskRecord | None, *, change: Callable[[TaskRecord], TaskRecord | None] | None = None

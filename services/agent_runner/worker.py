@@ -1,9 +1,8 @@
 """The agent-runner's pull loop: work messages from the durable `agent-runners` consumer, N tasks at a time.
 
 Ack policy (each delivery is decided in `handler.py`): ack when the task reached a terminal state or paused for
-a human; `in_progress()` while it runs; a hand-back (shutdown, a NATS outage) publishes a fresh work message
-carrying the crash count and acks this one, so it never counts toward the poison limit; nak after an unexpected
-error (counted); term for poison.
+a human; `in_progress()` while it runs; a hand-back (shutdown, a NATS outage) is noted in `sluice-handbacks`
+and nak'ed, so it never counts toward the poison limit; nak after an unexpected error (counted); term for poison.
 
 Shutdown: `stopping` stops the pulling; tasks keep running their current step for up to the grace period and hand
 themselves back at the next step boundary (another runner continues from the log); whatever still runs when
@@ -28,6 +27,7 @@ from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from sluice import subjects
 from sluice.bus import Bus
+from sluice.handbacks import HandBacks
 from sluice.records import TaskStore
 
 __all__ = ["Worker"]
@@ -64,9 +64,11 @@ class Worker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         kv = await self.bus.js.key_value(subjects.TASKS_BUCKET)
+        self.handbacks = HandBacks(await self.bus.js.key_value(subjects.HANDBACKS_BUCKET))
         ctx = RunnerContext(
             bus=self.bus,
             store=TaskStore(kv),
+            handbacks=self.handbacks,
             settings=self.settings,
             catalog=self.catalog,
             tools=self.tools,
@@ -107,7 +109,7 @@ class Worker:
                 continue
             for msg in msgs:
                 if stopping.is_set():  # fetched as the stop came: back to the queue, not counted as a crash
-                    await hand_back(self.bus, msg)
+                    await hand_back(self.handbacks, msg)
                     continue
                 self._free -= 1
                 group.create_task(self._handle(ctx, msg))

@@ -15,9 +15,8 @@ worker carries out. The decisions, in the order they are taken:
 | ... or the task's terminal event was stored first | what was stored before the end | `ACK` |
 | NATS unavailable (record, log or publish) | what got through | `HAND_BACK` (not a crash) |
 
-Crashes are counted, not deliveries: a tool-runner that stops (SIGTERM) or meets a NATS outage hands the call back
-as a fresh message carrying the crashes so far (`ToolCallMessage.crashes`), so only deliveries that ended in a
-crash count toward `max_deliver`.
+Crashes are counted, not deliveries: a tool-runner that stops (SIGTERM) or meets a NATS outage notes the hand-back
+(`sluice.handbacks`) before it naks, so only deliveries that ended in a crash count toward `max_deliver`.
 
 Both events are published through the task's `LogGuard` (the one guard of every writer, over the task's
 lifecycle events): JetStream stores them only if no terminal event is in the log, so a result that comes back
@@ -48,9 +47,10 @@ from sluice.bus import Bus
 from sluice.errors import InvalidInput, TaskEnded, Unavailable
 from sluice.eventlog import EventWriter, read_log
 from sluice.guard import LogGuard
+from sluice.handbacks import HandBacks
 from sluice.ids import parse_task_id
 from sluice.logs import task_scope
-from sluice.messages import ToolCallMessage, crashes_so_far, decode_tool_call
+from sluice.messages import ToolCallMessage, decode_tool_call
 from sluice.propagation import current_trace_id, trace_id_from_headers
 from sluice.records import TaskStore
 from sluice.tracing import process_span
@@ -107,9 +107,11 @@ class ToolCallHandler:
         max_deliver: int,
         max_output_bytes: int | None = None,
         lookup: Callable[[str], Tool | None] = get_tool,
+        handbacks: HandBacks | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
+        self.handbacks = handbacks  # None: every earlier delivery counts as a crash
         self.metrics = metrics
         self.max_deliver = max_deliver
         self.max_output_bytes = max_output_bytes
@@ -132,7 +134,7 @@ class ToolCallHandler:
         ):
             trace_id = current_trace_id() or trace_id_from_headers(msg.headers)
             try:
-                outcome, disposition = await self._process(call, msg.metadata.num_delivered, trace_id)
+                outcome, disposition = await self._process(call, msg, trace_id)
             except _TRANSIENT as exc:
                 log.warning("tool call %s postponed: %s", call.call_id, exc, extra={"call_id": call.call_id})
                 span.set_status(Status(StatusCode.ERROR, f"transient: {type(exc).__name__}"))
@@ -143,15 +145,14 @@ class ToolCallHandler:
             self.metrics.settled(call.name, outcome)
             return disposition
 
-    async def _process(
-        self, call: ToolCallMessage, deliveries: int, trace_id: str
-    ) -> tuple[Outcome | Skipped, Disposition]:
+    async def _process(self, call: ToolCallMessage, msg: Msg, trace_id: str) -> tuple[Outcome | Skipped, Disposition]:
+        deliveries = msg.metadata.num_delivered
         if (why := await self._task_gone(call.task_id)) is not None:
             log.info("tool call %s not run: %s", call.call_id, why, extra={"call_id": call.call_id})
             return why, Disposition.ACK
         seen = _Seen()
-        crashes = crashes_so_far(call.crashes, deliveries)
-        if deliveries > 1 or call.handbacks:
+        crashes = await self.handbacks.crashes(msg) if self.handbacks is not None else deliveries - 1
+        if deliveries > 1:
             seen = await self._seen(call)
             log.info(
                 "tool call %s redelivered (delivery %d)", call.call_id, deliveries,

@@ -10,6 +10,7 @@ from sluice import subjects
 from sluice.bus import Bus
 from sluice.config import CommonConfig
 from sluice.errors import InvalidInput
+from sluice.handbacks import HandBacks
 from sluice.records import TaskStore
 from sluice.service import run_service
 
@@ -30,8 +31,14 @@ async def serve(bus: Bus, stopping: asyncio.Event, *, settings: ToolRunnerSettin
     stop_metrics = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     try:
         store = TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))
+        handbacks = HandBacks(await bus.js.key_value(subjects.HANDBACKS_BUCKET))
         handler = ToolCallHandler(
-            bus, store, metrics, max_deliver=common.max_deliver, max_output_bytes=settings.max_output_bytes
+            bus,
+            store,
+            metrics,
+            max_deliver=common.max_deliver,
+            max_output_bytes=settings.max_output_bytes,
+            handbacks=handbacks,
         )
         worker = ToolWorker(bus, handler, metrics, settings)
 

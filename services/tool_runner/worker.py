@@ -6,10 +6,10 @@ stream for other tool-runners. While a call runs, the message's ack deadline is 
 every quarter of the consumer's `ack_wait` (read from the consumer itself, so it matches whatever was
 provisioned), and a runner that dies stops extending it: JetStream then redelivers the call to another one.
 
-Ack policy (the `Disposition` the handler returns): `ack` when done, a hand-back (a fresh message carrying the
-crash count, then `ack`) on a transient failure, `term` for a message that can never succeed. An unexpected error
-in the handler is logged with its traceback and the message is nak'ed (a crash: it counts), so a bug costs a
-retry, not the runner.
+Ack policy (the `Disposition` the handler returns): `ack` when done, a hand-back (noted in `sluice-handbacks`,
+then `nak(retry_delay)`: not a crash) on a transient failure, `term` for a message that can never succeed. An
+unexpected error in the handler is logged with its traceback and the message is nak'ed (a crash: it counts), so a
+bug costs a retry, not the runner.
 
 Shutdown (`stopping` set, e.g. by SIGTERM): stop fetching (within `fetch_timeout_s`), give running calls
 `grace_s` to finish and settle as usual, then cancel the rest and hand their messages back at once, so another
@@ -19,20 +19,15 @@ tool-runner takes them without waiting for the ack deadline, and the restart nev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from sluice import msgids, subjects
+from sluice import subjects
 from sluice.bus import Bus
-from sluice.errors import SluiceError
-from sluice.events import encode
-from sluice.messages import crashes_so_far, decode_tool_call
 
 from .handler import Disposition, ToolCallHandler
 from .metrics import ToolMetrics
@@ -146,22 +141,13 @@ class ToolWorker:
         self._unsettled.pop(id(msg), None)
 
     async def _hand_back(self, msg: Msg, *, delay_s: float = 0.0) -> None:
-        """A fresh copy of the call carrying the crashes so far, then the ack of this one: not a crash. If NATS
-        cannot take the copy, a nak (the redelivery then counts: NATS cannot be told otherwise)."""
+        """Back to the stream without counting a crash: the hand-back noted under the message, then nak."""
+        if self.handler.handbacks is not None:
+            await self.handler.handbacks.note(msg)
         try:
-            call = decode_tool_call(msg.data)
-            again = msgspec.structs.replace(
-                call, crashes=crashes_so_far(call.crashes, msg.metadata.num_delivered), handbacks=call.handbacks + 1
-            )
-            if delay_s:
-                await asyncio.sleep(delay_s)  # as nak(delay) would: NATS was just out
-            msg_id = msgids.tool_call_handed_back(call.task_id, call.call_id, msg.metadata.sequence.stream)
-            await self.bus.publish(subjects.tool_call(call.name, call.task_id), encode(again), msg_id=msg_id)
-            await msg.ack()
-        except (msgspec.DecodeError, SluiceError, nats.errors.Error) as exc:
-            log.warning("could not hand back a tool call (%s); nak", exc)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.nak()
+            await msg.nak(delay=delay_s or None)
+        except nats.errors.Error as exc:  # not settled: JetStream redelivers after the ack deadline
+            log.warning("could not hand back a tool call: %s", exc)
 
     async def _drain(self) -> None:
         if not self._calls:

@@ -9,14 +9,12 @@ another language, see the AsyncAPI document) use the same ones, and old ids stay
     <task>:run:submitted           the first work message      (edge)
     <task>:resumed:<ask seq>       task.resumed                (edge)
     <task>:run:r<ask seq>          the work message after it   (edge)
-    <task>:run:h<stream seq>       a work message handed back  (agent-runner; the seq of the message it replaces)
     <task>:started:<attempt>       task.started                (agent-runner)
     <task>:agent:<i>:start|done    agent.started / completed   (agent-runner)
     <task>:s<step>:a<attempt>:start|d<n>|done   llm.started / delta / completed (agent-runner)
     <task>:ask:<step>:<call>       task.input_required         (agent-runner)
     <task>:budget:<kind>:warning|exceeded                      (agent-runner)
     <task>:call:<call>             a tool call message         (agent-runner)
-    <task>:call:<call>:h<seq>      a tool call handed back     (tool-runner; the seq of the message it replaces)
     <task>:tool:<call>:start|done  tool.started / completed    (tool-runner; `done` also the agent-runner's own)
     <task>:end                     the terminal event, whoever writes it: a second terminal event is dropped
 """
@@ -33,13 +31,11 @@ __all__ = [
     "llm_delta",
     "llm_started",
     "resumed",
-    "run_handed_back",
     "run_resumed",
     "run_submitted",
     "started",
     "submitted",
     "tool_call",
-    "tool_call_handed_back",
     "tool_completed",
     "tool_started",
 ]
@@ -60,15 +56,6 @@ def resumed(task_id: str, ask_seq: int) -> str:
 
 def run_resumed(task_id: str, ask_seq: int) -> str:
     return f"{task_id}:run:r{ask_seq}"
-
-
-def run_handed_back(task_id: str, stream_seq: int) -> str:
-    """A hand-back of the work message stored at `stream_seq`: retried, it is still one message."""
-    return f"{task_id}:run:h{stream_seq}"
-
-
-def tool_call_handed_back(task_id: str, call_id: str, stream_seq: int) -> str:
-    return f"{task_id}:call:{call_id}:h{stream_seq}"
 
 
 def started(task_id: str, attempt: int) -> str:

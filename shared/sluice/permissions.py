@@ -8,8 +8,9 @@ the server. A stream or bucket added to provisioning is one more grant on the li
     identity       publishes                                        reads
     edge           task.submitted/resumed/canceled/failed, work,   the event log (direct gets, its own feeds),
                    ctl, task records, contexts                      task records, contexts
-    agent-runner   its own event types, tool calls, task records   its work consumer, the event log, ctl notices
-    tool-runner    tool.started, tool.completed — nothing else      its tool consumer, the event log, records
+    agent-runner   its own event types, tool calls, task records,  its work consumer, the event log (and its own
+                   hand-back notes                                  ordered consumers on it), ctl notices
+    tool-runner    tool.started, tool.completed, hand-back notes   its tool consumer, the event log, records
     subscriber     nothing (JetStream read requests only)           the event log
     admin          the JetStream API (`sluice provision`)           its inbox
 
@@ -102,6 +103,11 @@ def reads_log() -> Grant:
     )
 
 
+def reads_work() -> Grant:
+    """Leader gets on the work stream (is a work message for this task still queued or held?)."""
+    return Grant(publish=(jsapi.msg_get(subjects.WORK_STREAM),), needs=Needs(streams=(subjects.WORK_STREAM,)))
+
+
 def follows_log() -> Grant:
     """Its own short-lived consumers on the event log (ordered push or pull, no acks that matter)."""
     stream = subjects.EVENTS_STREAM
@@ -154,6 +160,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         publishes("", subjects.control_all()),
         writes_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.CONTEXTS_BUCKET),
+        reads_work(),  # cancel: is a work message left for the task?
         reads_log(),
         follows_log(),
     ),
@@ -162,13 +169,16 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         publishes(subjects.TOOLS_STREAM, subjects.tool_calls_all()),
         pulls(subjects.WORK_STREAM, subjects.WORK_CONSUMER),
         writes_bucket(subjects.TASKS_BUCKET),
+        writes_bucket(subjects.HANDBACKS_BUCKET),
         reads_log(),
-        listens(subjects.events_of_type("tool.completed"), subjects.control_all()),
+        follows_log(),  # tool results awaited through an ordered consumer
+        listens(subjects.control_all()),
     ),
     "tool-runner": (
         publishes_events(TOOL_RUNNER_EVENTS),
         pulls(subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER),
         reads_bucket(subjects.TASKS_BUCKET),
+        writes_bucket(subjects.HANDBACKS_BUCKET),
         reads_log(),
     ),
     "subscriber": (reads_log(), follows_log(), listens(subjects.events_all())),

@@ -194,9 +194,25 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
         await _ensure_consumer(js, stream, cfg)
     await ensure_tasks_bucket(js, config)
     await ensure_contexts_bucket(js, config)
+    await _ensure_bucket(
+        js, config, subjects.HANDBACKS_BUCKET, "Sluice clean hand-backs per message (not crashes)", history=1,
+        ttl_s=_HANDBACKS_TTL_S,
+    )  # fmt: skip
 
 
-async def _ensure_bucket(js: JetStreamContext, config: CommonConfig, name: str, description: str, history: int) -> bool:
+# A work message lives as long as its task runs; a day of hand-back notes outlasts any sensible task.
+_HANDBACKS_TTL_S = 86400.0
+
+
+async def _ensure_bucket(
+    js: JetStreamContext,
+    config: CommonConfig,
+    name: str,
+    description: str,
+    history: int,
+    *,
+    ttl_s: float | None = None,
+) -> bool:
     """Creates a KV bucket read through its stream leader; False when it already exists with other settings (kept:
     another version, another replica count)."""
     try:
@@ -207,7 +223,7 @@ async def _ensure_bucket(js: JetStreamContext, config: CommonConfig, name: str, 
                 history=history,
                 replicas=config.replicas,
                 storage=StorageType.FILE,
-                ttl=config.events_max_age_s,
+                ttl=ttl_s or config.events_max_age_s,
                 direct=False,
             )
         )

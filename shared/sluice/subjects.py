@@ -15,6 +15,7 @@ __all__ = [
     "CONTEXTS_BUCKET",
     "CONTROL_PREFIX",
     "EVENTS_STREAM",
+    "HANDBACKS_BUCKET",
     "TASKS_BUCKET",
     "TOOLS_STREAM",
     "TOOL_CONSUMER",
@@ -42,6 +43,7 @@ WORK_STREAM = "SLUICE_WORK"
 TOOLS_STREAM = "SLUICE_TOOLS"
 TASKS_BUCKET = "sluice-tasks"
 CONTEXTS_BUCKET = "sluice-contexts"  # one key per conversation: its tasks, oldest first
+HANDBACKS_BUCKET = "sluice-handbacks"  # clean hand-backs per work/tool-call message (sluice.handbacks)
 WORK_CONSUMER = "agent-runners"
 TOOL_CONSUMER = "tool-runners"
 

@@ -198,7 +198,13 @@ async def test_allowed_work_of_each_identity_goes_through(authed: AuthedNats, ad
         async def tool_done(msg: Msg) -> None:
             results.put_nowait(msg.subject)
 
-        await runner.nc.subscribe(subjects.event(task_id, "tool.completed"), cb=tool_done)
+        # The runner awaits tool results the way its sink does: an ordered consumer on the task's tool.completed.
+        await runner.js.subscribe(
+            subjects.event(task_id, "tool.completed"),
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            cb=tool_done,
+        )
         await runner.nc.subscribe(subjects.control(task_id))
         await reader.nc.flush()
         await runner.nc.flush()

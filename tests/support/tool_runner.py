@@ -15,6 +15,7 @@ from sluice import subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.eventlog import read_events
+from sluice.handbacks import HandBacks
 from sluice.messages import ToolCallMessage
 from sluice.records import TaskStore
 from support.waiting import eventually
@@ -108,8 +109,14 @@ async def running_worker(
     """An in-process tool-runner on `bus` (metrics in their own registry, no HTTP), stopped gracefully on exit."""
     settings = settings or ToolRunnerSettings(metrics_port=0, fetch_timeout_s=0.5, **overrides)  # type: ignore[arg-type]
     metrics = ToolMetrics()
+    handbacks = HandBacks(await bus.js.key_value(subjects.HANDBACKS_BUCKET))
     handler = ToolCallHandler(
-        bus, await task_store(bus), metrics, max_deliver=max_deliver, max_output_bytes=settings.max_output_bytes
+        bus,
+        await task_store(bus),
+        metrics,
+        max_deliver=max_deliver,
+        max_output_bytes=settings.max_output_bytes,
+        handbacks=handbacks,
     )
     worker = ToolWorker(bus, handler, metrics, settings)
     stopping = asyncio.Event()
