@@ -1,8 +1,9 @@
 """The stream-edge ASGI app: `create_app(settings)` wires routers, middleware, errors and the lifespan.
 
 Importing this module connects to nothing. The lifespan connects to NATS (unless a bus is given), provisions,
-builds the task store, the task service and the stream hub; on shutdown it drains the hub (within the grace
-period) and closes the bus it opened.
+builds the task store, the task service and the stream hub, and runs the reconciler (one edge at a time sweeps,
+see `reconciler.py`); on shutdown it stops the reconciler, drains the hub (within the grace period) and closes the
+bus it opened.
 
 Middleware, outermost first: an opened event stream's body (events_asgi.py) → OpenTelemetry server span → HTTP
 metrics → CORS (when origins are configured) → body limit → curl's form-typed bodies read as JSON → `GET
@@ -15,7 +16,9 @@ and the hub through `Depends(stream_edge.deps.runtime)` (`.tasks`, `.hub`, `.set
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -36,6 +39,7 @@ from stream_edge.errors import install_error_handlers
 from stream_edge.events_asgi import DetachedStreams, EventsRoute
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
 from stream_edge.openapi import install_openapi
+from stream_edge.reconciler import LEASE_KEY, Lease, Reconciler
 from stream_edge.runtime import EdgeRuntime, StreamHubLike
 from stream_edge.settings import EdgeSettings
 
@@ -93,6 +97,8 @@ def create_app(
         own_bus = bus is None
         active = bus if bus is not None else await connect(settings.common, name="sluice-edge", identity="edge")
         edge: EdgeRuntime | None = None
+        stop_reconciling = asyncio.Event()
+        reconciling: asyncio.Task[None] | None = None
         try:
             if own_bus:
                 await provision(active.js, settings.common)
@@ -103,11 +109,24 @@ def create_app(
             tasks = TaskService(active, store, conversations)
             edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=tasks, hub=hub)
             await hub.start()
+            if settings.reconcile_interval_s > 0:
+                reconciler = Reconciler(
+                    tasks,
+                    Lease(
+                        await active.js.key_value(subjects.LEASES_BUCKET), LEASE_KEY, holder=f"edge-{uuid.uuid4().hex}"
+                    ),
+                    interval_s=settings.reconcile_interval_s,
+                    grace_s=settings.reconcile_grace_s,
+                )
+                reconciling = asyncio.create_task(reconciler.run(stop_reconciling), name="reconciler")
             app.state.edge = edge
             metrics.bind(edge)
             log.info("stream-edge started", extra={"config": settings.describe()})
             yield
         finally:
+            stop_reconciling.set()
+            if reconciling is not None:
+                await reconciling
             app.state.edge = None
             metrics.bind(None)
             if edge is not None:

@@ -241,7 +241,7 @@ class TaskService:
                     await self.bus.notify(subjects.control(task_id), encode(notice))
                 except nats.errors.Error as exc:
                     log.warning("cancel notice not sent (the runner sees the record): %r", exc)
-                if before.state in _UNATTENDED or not await self._work_pending(task_id):
+                if before.state in _UNATTENDED or not await self.work_pending(task_id):
                     # No runner holds the task, nor will one (no work message is left): nobody else writes its end.
                     event = self.writer.build(TaskCanceled, task_id, TaskCanceledData(reason=reason), trace_id=trace_id)
                     try:
@@ -294,7 +294,7 @@ class TaskService:
                 log.info("task resumed", extra={"asked_at": ask.seq})  # in the task's trace
         return record
 
-    async def _work_pending(self, task_id: str) -> bool:
+    async def work_pending(self, task_id: str) -> bool:
         """Is a work message for the task still in SLUICE_WORK (held by a runner, or waiting for one)? When NATS
         cannot say, assume so: a holder, the redelivery or the reconciler ends the task then."""
         try:

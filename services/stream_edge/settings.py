@@ -42,6 +42,10 @@ class EdgeSettings:
     shutdown_grace_s: float = 5.0
     public_url: str | None = None
     agents_file: Path | None = None
+    # The reconciler (stream_edge/reconciler.py): how often the lease holder sweeps (0: never), and how long a
+    # record must be unchanged before it counts as stranded.
+    reconcile_interval_s: float = 5.0
+    reconcile_grace_s: float = 15.0
     common: CommonConfig = field(default_factory=CommonConfig)
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class EdgeSettings:
             "shutdown_grace_s": self.shutdown_grace_s,
             "public_url": self.public_url,
             "agents_file": str(self.agents_file) if self.agents_file else "(shipped)",
+            "reconcile_interval_s": self.reconcile_interval_s,
+            "reconcile_grace_s": self.reconcile_grace_s,
             "common": self.common.describe(),
         }
 
@@ -99,5 +105,7 @@ class EdgeSettings:
             shutdown_grace_s=r.number("SLUICE_SHUTDOWN_GRACE_S", 5.0),
             public_url=r.optional("SLUICE_PUBLIC_URL"),
             agents_file=Path(agents_file) if (agents_file := r.optional("SLUICE_AGENTS_FILE")) else None,
+            reconcile_interval_s=r.number("SLUICE_RECONCILE_INTERVAL_S", 5.0),
+            reconcile_grace_s=r.number("SLUICE_RECONCILE_GRACE_S", 15.0),
             common=CommonConfig.from_env(env),
         )

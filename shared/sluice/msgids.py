@@ -9,6 +9,7 @@ another language, see the AsyncAPI document) use the same ones, and old ids stay
     <task>:run:submitted           the first work message      (edge)
     <task>:resumed:<ask seq>       task.resumed                (edge)
     <task>:run:r<ask seq>          the work message after it   (edge)
+    <task>:run:rc:<updated_at>     a stranded task re-enqueued (the edge's reconciler; the record's last change)
     <task>:started:<attempt>       task.started                (agent-runner)
     <task>:agent:<i>:start|done    agent.started / completed   (agent-runner)
     <task>:s<step>:a<attempt>:start|d<n>|done   llm.started / delta / completed (agent-runner)
@@ -31,6 +32,7 @@ __all__ = [
     "llm_delta",
     "llm_started",
     "resumed",
+    "run_reconciled",
     "run_resumed",
     "run_submitted",
     "started",
@@ -56,6 +58,11 @@ def resumed(task_id: str, ask_seq: int) -> str:
 
 def run_resumed(task_id: str, ask_seq: int) -> str:
     return f"{task_id}:run:r{ask_seq}"
+
+
+def run_reconciled(task_id: str, record_updated_at: str) -> str:
+    """The reconciler's work message for a task stranded since `record_updated_at`: one per stranding."""
+    return f"{task_id}:run:rc:{record_updated_at}"
 
 
 def started(task_id: str, attempt: int) -> str:

@@ -7,7 +7,7 @@ the server. A stream or bucket added to provisioning is one more grant on the li
 
     identity       publishes                                        reads
     edge           task.submitted/resumed/canceled/failed, work,   the event log (direct gets, its own feeds),
-                   ctl, task records, contexts                      task records, contexts
+                   ctl, task records, contexts, leases              task records, contexts, the work stream
     agent-runner   its own event types, tool calls, task records,  its work consumer, the event log (and its own
                    hand-back notes                                  ordered consumers on it), ctl notices
     tool-runner    tool.started, tool.completed, hand-back notes   its tool consumer, the event log, records
@@ -160,7 +160,8 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         publishes("", subjects.control_all()),
         writes_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.CONTEXTS_BUCKET),
-        reads_work(),  # cancel: is a work message left for the task?
+        reads_work(),  # cancel and the reconciler: is a work message left for the task?
+        writes_bucket(subjects.LEASES_BUCKET),  # the reconciler's lease
         reads_log(),
         follows_log(),
     ),

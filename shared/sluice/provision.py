@@ -198,10 +198,16 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
         js, config, subjects.HANDBACKS_BUCKET, "Sluice clean hand-backs per message (not crashes)", history=1,
         ttl_s=_HANDBACKS_TTL_S,
     )  # fmt: skip
+    await _ensure_bucket(
+        js, config, subjects.LEASES_BUCKET, "Sluice leases: one holder of each singleton job", history=1,
+        ttl_s=_LEASE_TTL_S,
+    )  # fmt: skip
 
 
 # A work message lives as long as its task runs; a day of hand-back notes outlasts any sensible task.
 _HANDBACKS_TTL_S = 86400.0
+# A lease (e.g. the reconciler's) not renewed for this long is free for another holder.
+_LEASE_TTL_S = 15.0
 
 
 async def _ensure_bucket(

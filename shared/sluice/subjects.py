@@ -16,6 +16,7 @@ __all__ = [
     "CONTROL_PREFIX",
     "EVENTS_STREAM",
     "HANDBACKS_BUCKET",
+    "LEASES_BUCKET",
     "TASKS_BUCKET",
     "TOOLS_STREAM",
     "TOOL_CONSUMER",
@@ -43,6 +44,7 @@ WORK_STREAM = "SLUICE_WORK"
 TOOLS_STREAM = "SLUICE_TOOLS"
 TASKS_BUCKET = "sluice-tasks"
 CONTEXTS_BUCKET = "sluice-contexts"  # one key per conversation: its tasks, oldest first
+LEASES_BUCKET = "sluice-leases"  # leases of singleton jobs (the reconciler), expiring unless renewed
 HANDBACKS_BUCKET = "sluice-handbacks"  # clean hand-backs per work/tool-call message (sluice.handbacks)
 WORK_CONSUMER = "agent-runners"
 TOOL_CONSUMER = "tool-runners"

@@ -68,6 +68,8 @@ async def running_edge(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
+    # Tests that play a runner by hand leave tasks that a reconciler would move: on only where a test asks for it.
+    overrides.setdefault("reconcile_interval_s", 0)
     settings = EdgeSettings(host="127.0.0.1", port=port, common=common_config, **overrides)
     app = create_app(settings, bus, hub_factory=hub_factory, tracer_provider=tracer_provider)
     config = uvicorn.Config(

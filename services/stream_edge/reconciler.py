@@ -1,0 +1,170 @@
+"""The reconciler: no task stays `submitted` or `working` with nobody working on it (CONTRACT §11).
+
+A write that fails half-way leaves a task that nothing will move: the edge stored the record and `task.submitted`
+and then NATS went away before the work message was stored (the edge's own fallback, failing the task, needs NATS
+too); or a resume stored `task.resumed` and the record but not the work message; or a cancel stored the record but
+not `task.canceled`. Such a task has no work message in SLUICE_WORK — a task a runner holds, or that waits for
+one, always has one — so that is what the reconciler looks for:
+
+    record submitted | working, unchanged for grace_s, no work message ─▶ a new work message (any runner takes it)
+    record canceled | failed, changed within the last hour, no terminal event in the log ─▶ the terminal event
+                                                                  (through the log guard: never a second one)
+
+Exactly one edge reconciles at a time: the holder of the lease `reconciler` in the KV bucket `sluice-leases`,
+whose entries expire `LEASE_S` after their last write. The holder renews it on every sweep; another edge takes it
+over when it expires (its holder died or hung). Sweeping reads every task record (the keys of `sluice-tasks`):
+cheap for thousands of records, a scan for millions — then the open tasks want an index of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from sluice import msgids, subjects
+from sluice.errors import SluiceError, TaskEnded
+from sluice.eventlog import read_log
+from sluice.events import (
+    TERMINAL_TYPES,
+    ErrorInfo,
+    Event,
+    TaskCanceled,
+    TaskCanceledData,
+    TaskFailed,
+    TaskFailedData,
+    TaskRecord,
+    encode,
+)
+from sluice.guard import LogGuard
+from sluice.ids import is_task_id
+from sluice.logs import task_scope
+from sluice.messages import WorkMessage
+from stream_edge.commands import TaskService
+
+__all__ = ["LEASE_KEY", "LEASE_S", "Lease", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "reconciler"
+LEASE_S = 15.0  # the bucket's max age (shared/sluice/provision.py): a lease not renewed for this long is free
+_ENDS_LOOKED_AT_S = 3600.0  # terminal records changed longer ago than this are not checked for their event
+
+
+class Lease:
+    """One holder at a time of a key in `sluice-leases` (create to take it, compare-and-set to renew it)."""
+
+    def __init__(self, kv: KeyValue, key: str, holder: str) -> None:
+        self.kv = kv
+        self.key = key
+        self.holder = holder.encode()
+        self._revision: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._revision is not None
+
+    async def hold(self) -> bool:
+        """Takes the lease if it is free, renews it if it is ours; False if someone else holds it."""
+        try:
+            if self._revision is None:
+                self._revision = await self.kv.create(self.key, self.holder)
+            else:
+                self._revision = await self.kv.update(self.key, self.holder, last=self._revision)
+        except nats.js.errors.KeyWrongLastSequenceError:  # another holder's, or ours expired and was taken
+            self._revision = None
+        return self.held
+
+    async def release(self) -> None:
+        if self._revision is not None:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await self.kv.delete(self.key, last=self._revision)
+            self._revision = None
+
+
+class Reconciler:
+    def __init__(self, tasks: TaskService, lease: Lease, *, interval_s: float, grace_s: float) -> None:
+        self.tasks = tasks
+        self.lease = lease
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.repaired = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Sweeps every `interval_s` while it holds the lease, until `stopping`."""
+        try:
+            while not stopping.is_set():
+                try:
+                    if await self.lease.hold():
+                        await self.sweep()
+                except (SluiceError, nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                    log.warning("reconciler sweep failed: %s", exc)  # NATS is out: the next sweep tries again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), self.interval_s)
+        finally:
+            await self.lease.release()
+
+    async def sweep(self) -> int:
+        """One pass over the task records; returns how many tasks it repaired."""
+        repaired = 0
+        try:
+            keys = await self.tasks.store.kv.keys()
+        except nats.js.errors.NoKeysError:
+            return 0
+        for key in keys:
+            if not is_task_id(key):
+                continue  # idempotency keys and the like
+            record = await self.tasks.store.find(key)
+            if record is not None and await self._repair(record):
+                repaired += 1
+        self.repaired += repaired
+        return repaired
+
+    async def _repair(self, record: TaskRecord) -> bool:
+        age_s = time.time() - _epoch(record.updated_at)
+        if age_s < self.grace_s:
+            return False  # a writer may still be in the middle of it
+        with task_scope(record.id):
+            if record.state in ("submitted", "working"):
+                if await self.tasks.work_pending(record.id):
+                    return False
+                work = WorkMessage(task_id=record.id, reason="submitted" if record.state == "submitted" else "resumed")
+                msg_id = msgids.run_reconciled(record.id, record.updated_at)
+                await self.tasks.bus.publish(subjects.work(record.id), encode(work), msg_id=msg_id)
+                log.warning("stranded %s task re-enqueued", record.state, extra={"stranded_s": round(age_s, 1)})
+                return True
+            if record.state in ("canceled", "failed") and age_s < _ENDS_LOOKED_AT_S:
+                return await self._end(record)
+        return False
+
+    async def _end(self, record: TaskRecord) -> bool:
+        lifecycle = subjects.lifecycle_of_task(record.id)
+        async for entry in read_log(self.tasks.bus, record.id, filter_subject=lifecycle):
+            if entry.type in TERMINAL_TYPES:
+                return False
+        event: Event
+        writer = self.tasks.writer
+        if record.state == "canceled":
+            event = writer.build(TaskCanceled, record.id, TaskCanceledData(reason="canceled"), trace_id=record.trace_id)
+        else:
+            error = record.error or ErrorInfo(code="failed", message="the task failed")
+            event = writer.build(TaskFailed, record.id, TaskFailedData(error=error, usage=record.usage),
+                                 trace_id=record.trace_id)  # fmt: skip
+        try:
+            seq = await LogGuard(self.tasks.bus, writer, record.id).publish(event, msg_id=msgids.end(record.id))
+        except TaskEnded:
+            return False
+        await self.tasks.store.update(record.id, lambda r: msgspec.structs.replace(r, last_event_id=str(seq)))
+        log.warning("the %s task's missing terminal event published", record.state, extra={"event_id": seq})
+        return True
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
