@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench lint fmt clean system-deps node-deps
+.PHONY: install run test chaos bench lint fmt clean system-deps node-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Sluice needs Python 3.11+"'
@@ -36,6 +36,12 @@ node-deps: $(NODE_DEPS)
 
 test: $(STAMP) system-deps node-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The nemesis suite (tests/chaos, not part of `make test`): tasks of every kind on a 3-node NATS cluster, 2 edges,
+# 2 agent-runners and 2 tool-runners while runners, edges and NATS nodes are killed, frozen and restarted at random.
+# SLUICE_CHAOS_SEED=<n> replays a run's choices; SLUICE_CHAOS_SHORT=1 is the short form CI runs.
+chaos: $(STAMP)
+	SLUICE_CHAOS=1 $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

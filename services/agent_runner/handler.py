@@ -135,9 +135,10 @@ async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
     with task_scope(task_id):
         try:
             await _Attempt(ctx, msg, task_id).handle()
-        except Superseded as exc:  # the message is the new holder's now: no ack, no nak, no in_progress
+        except Superseded as exc:
             ATTEMPTS.labels("superseded").inc()
             log.warning("attempt superseded; this runner writes nothing more to the task: %s", exc.message)
+            await _drop_if_duplicate(ctx, msg, task_id)
         except TaskEnded as exc:
             log.info("task ended while held (%s); work message dropped", exc.message)
             await msg.ack()
@@ -150,6 +151,19 @@ async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
         except Exception:  # a bug: logged, and the message comes back, counted (poison after max_deliver)
             log.exception("task attempt failed unexpectedly; handing the task back")
             await _nak(msg, 2.0)
+
+
+async def _drop_if_duplicate(ctx: RunnerContext, msg: Msg, task_id: str) -> None:
+    """A superseded attempt leaves its message alone when it is the one the new holder was given (the same message,
+    redelivered: no ack, no nak, no in_progress — it is the holder's now); a second work message for the task (a
+    duplicate) is acked, or the two would take the task from each other on every redelivery."""
+    try:
+        record = await ctx.store.find(task_id)
+    except SluiceError as exc:
+        log.warning("superseded: could not read the record (%s); the message is left as it is", exc.message)
+        return
+    if record is not None and record.work_seq != msg.metadata.sequence.stream:
+        await msg.ack()
 
 
 async def hand_back(handbacks: HandBacks, msg: Msg) -> None:
@@ -240,9 +254,8 @@ class _Attempt:
         ctx = self.ctx
         assert tlog.submitted is not None
         last_event_id = str(tlog.last_seq) if tlog.last_seq else None
-        _, record = await ctx.store.update(
-            self.task_id, _to_working(self.attempt, ctx.settings.runner_id, last_event_id)
-        )
+        taking = _to_working(self.attempt, ctx.settings.runner_id, self.msg.metadata.sequence.stream, last_event_id)
+        _, record = await ctx.store.update(self.task_id, taking)
         if record.state != "working":
             if record.terminal:
                 await self._finish(record)
@@ -442,7 +455,9 @@ async def _end(sink: NatsSink, cls: type[Event], data: Any) -> str:
     return event.id or ""
 
 
-def _to_working(attempt: int, runner: str, last_event_id: str | None) -> Callable[[TaskRecord], TaskRecord | None]:
+def _to_working(
+    attempt: int, runner: str, work_seq: int, last_event_id: str | None
+) -> Callable[[TaskRecord], TaskRecord | None]:
     """Takes the task for `attempt` (compare-and-set): refused if a later or equal attempt holds it already."""
 
     def change(record: TaskRecord) -> TaskRecord | None:
@@ -455,6 +470,7 @@ def _to_working(attempt: int, runner: str, last_event_id: str | None) -> Callabl
             state="working",
             attempt=attempt,
             runner=runner,
+            work_seq=work_seq,
             last_event_id=last_event_id or record.last_event_id,
         )
 

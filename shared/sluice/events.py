@@ -222,6 +222,7 @@ class TaskRecord(Struct, kw_only=True):
     # whose attempt is no longer the record's may write nothing more (see sluice.guard and the agent-runner handler).
     attempt: int = 0
     runner: str | None = None
+    work_seq: int = 0  # the stream sequence of the work message the holding attempt was given
 
     @property
     def terminal(self) -> bool:
