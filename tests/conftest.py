@@ -11,6 +11,7 @@ from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
 from sluice.provision import provision
 from support import system_deps
+from support.catalog import advertise_shipped_agents
 from support.nats_server import NatsCluster, NatsServer, running_cluster, running_server
 
 
@@ -43,8 +44,10 @@ def common_config(nats_server: NatsServer) -> CommonConfig:
 
 @pytest.fixture(scope="session")
 async def bus(common_config: CommonConfig) -> AsyncIterator[Bus]:
-    """A provisioned connection shared by the session's tests (each test uses its own task ids)."""
+    """A provisioned connection shared by the session's tests (each test uses its own task ids); the shipped agents
+    are known in its catalog, as after an agent-runner's first start."""
     b = await connect(common_config, name="sluice-tests")
     await provision(b.js, common_config)
+    await advertise_shipped_agents(b)
     yield b
     await b.close()

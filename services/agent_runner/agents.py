@@ -15,15 +15,18 @@ The shipped `agents.toml` sits next to this module; `SLUICE_AGENTS_FILE` replace
     [crews.dev-team]
     stages = ["architect", "coder", "reviewer", "documenter"]
 
-Unknown keys, unknown stage agents, approval tools that are not tools, or a crew named like an agent are errors
-at load time, with the file and the offending key in the message.
+An agent's `tools` name catalog tools (what the live tool-runners advertise, CONTRACT §9), or every tool of one MCP
+server as `"<server>__*"`; `ask_user` is the agent-runner's own. A tool that no runner offers right now is simply not
+offered to the model. Unknown keys, tool names that no tool could have, unknown stage agents, approval tools that
+are not tools, or a crew named like an agent are errors at load time, with the file and the offending key.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +38,8 @@ from sluice.events import Budget
 
 __all__ = ["AgentSpec", "Catalog", "Plan", "load_catalog", "parse_catalog"]
 
+# A tool name (the catalog's and the model APIs' rule), or `<server>__*`: every tool of one MCP server.
+_TOOL_REF_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$|^[A-Za-z0-9_-]{1,60}__\*$")
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
 _NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -82,6 +87,19 @@ class AgentSpec:
     price_input_per_million: float = 0.0
     price_output_per_million: float = 0.0
 
+    def offers(self, tool: str) -> bool:
+        """Whether this agent may call `tool`: named in its tools, or covered by a `<server>__*` entry."""
+        return _covers(self.tools, tool)
+
+    def tool_names(self, available: Iterable[str]) -> list[str]:
+        """The tools of `available` this agent may call: named ones in their order, then each server's, sorted."""
+        present = set(available)
+        names: list[str] = []
+        for ref in self.tools:
+            matches = sorted(t for t in present if t.startswith(ref[:-1])) if ref.endswith("__*") else [ref]
+            names.extend(t for t in matches if t in present and t not in names)
+        return names
+
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         cost = input_tokens * self.price_input_per_million + output_tokens * self.price_output_per_million
         return round(cost / 1_000_000, 10)
@@ -102,6 +120,7 @@ class Catalog:
     agents: dict[str, AgentSpec]
     crews: dict[str, tuple[str, ...]]
     crew_defaults: dict[str, Budget]
+    crew_descriptions: dict[str, str] = field(default_factory=dict)
 
     def plan(self, name: str) -> Plan | None:
         """The plan for `task.submitted.data.agent`, or None when no agent or crew has that name."""
@@ -124,6 +143,10 @@ class Catalog:
         return sorted([*self.agents, *self.crews])
 
 
+def _covers(refs: Iterable[str], tool: str) -> bool:
+    return any(tool == ref or (ref.endswith("__*") and tool.startswith(ref[:-1])) for ref in refs)
+
+
 def _fail(origin: str, message: str) -> InvalidInput:
     return InvalidInput("invalid_agents_file", f"{origin}: {message}")
 
@@ -140,10 +163,13 @@ def parse_catalog(
         raise _fail(origin, str(exc)) from None
     agents: dict[str, AgentSpec] = {}
     for name, a in raw.agents.items():
-        unknown = [t for t in a.tools if known_tools is not None and t not in known_tools]
+        malformed = [t for t in a.tools if not _TOOL_REF_RE.fullmatch(t)]
+        if malformed:
+            raise _fail(origin, f"agent {name!r}: {malformed} are not tool names (nor '<server>__*')")
+        unknown = [t for t in a.tools if known_tools is not None and t not in known_tools and not t.endswith("__*")]
         if unknown:
             raise _fail(origin, f"agent {name!r} names unknown tools {unknown}; known: {sorted(known_tools or [])}")
-        stray = sorted(set(a.approval_tools) - set(a.tools))
+        stray = sorted(t for t in a.approval_tools if not _covers(a.tools, t))
         if stray:
             raise _fail(origin, f"agent {name!r}: approval_tools {stray} are not in its tools")
         agents[name] = AgentSpec(
@@ -162,6 +188,7 @@ def parse_catalog(
         )
     crews: dict[str, tuple[str, ...]] = {}
     crew_defaults: dict[str, Budget] = {}
+    crew_descriptions: dict[str, str] = {}
     for name, c in raw.crews.items():
         if name in agents:
             raise _fail(origin, f"crew {name!r} has the name of an agent")
@@ -169,13 +196,14 @@ def parse_catalog(
         if missing:
             raise _fail(origin, f"crew {name!r} has stages that are not agents: {missing}")
         crews[name] = tuple(c.stages)
+        crew_descriptions[name] = c.description
         crew_defaults[name] = Budget(
             max_output_tokens=c.max_output_tokens,
             max_cost_usd=c.max_cost_usd,
             max_steps=c.max_steps or sum(agents[s].max_steps for s in c.stages),
             timeout_s=c.timeout_s,
         )
-    return Catalog(agents=agents, crews=crews, crew_defaults=crew_defaults)
+    return Catalog(agents=agents, crews=crews, crew_defaults=crew_defaults, crew_descriptions=crew_descriptions)
 
 
 def load_catalog(path: Path | None, *, default_model: str, known_tools: Collection[str] | None = None) -> Catalog:

@@ -177,7 +177,6 @@ class AgentLoop:
 
     async def _run_stage(self, stage: int, spec: AgentSpec) -> str | Outcome:
         previous = [(self.plan.stages[i - 1].name, self.log.stage_outputs.get(i, "")) for i in range(1, stage)]
-        offered = [self.tools[name].spec for name in spec.tools if name in self.tools]
         while True:
             steps = self.log.stage_steps(stage)
             last = steps[-1] if steps else None
@@ -196,6 +195,8 @@ class AgentLoop:
             redo = last if last is not None and last.completed is None else None
             step = redo.step if redo is not None else self.log.last_step + 1
             first_attempt = redo.attempt + 1 if redo is not None else 1
+            # Read from the catalog for every call: a tool that changed or arrived since the last step is offered.
+            offered = [self.tools[name].spec for name in spec.tool_names(self.tools)]
             request = ChatRequest(
                 model=spec.model,
                 messages=stage_messages(self.log, stage, spec.instructions, previous),
@@ -291,9 +292,9 @@ class AgentLoop:
         for call in step.completed.tool_calls:
             if call.call_id in self.log.tool_results:
                 continue
-            tool = self.tools.get(call.name) if call.name in spec.tools else None
+            tool = self.tools.get(call.name) if spec.offers(call.name) else None
             if tool is None:
-                offered = ", ".join(spec.tools) or "none"
+                offered = ", ".join(spec.tool_names(self.tools)) or "none"
                 await self._tool_failed(call, f"unknown tool {call.name!r}; the tools offered are: {offered}")
                 continue
             arguments, problem = _parse_arguments(call.arguments)

@@ -88,11 +88,12 @@ class DemoModel:
         Raises :class:`FaultSyntaxError` for an unknown marker and :class:`ApiError` for an injected error.
         """
         user_text = last_user_text(request.messages)
+        offered = {t.function.name: t.function.parameters or {} for t in request.tools or () if t.function}
 
         def record(status: int, fault: str | None, faults: list[str], reply: str | None = None) -> None:
             self.requests.record(
                 "POST", path, status, model=request.model, stream=request.stream, messages=len(request.messages),
-                last_user=user_text, fault=fault, faults=faults, reply=reply,
+                last_user=user_text, fault=fault, faults=faults, reply=reply, tools=offered,
             )  # fmt: skip
 
         try:

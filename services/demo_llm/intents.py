@@ -14,10 +14,13 @@ search, not also a sum); the result is in the order the requests appear in the t
     ``search the docs for X``, ``look up X``, ``find X in the docs`` -> ``{"query": "X"}``
 ``ask_user``
     ``ask me ...``, ``ask the user ...`` -> ``{"question": "Could you tell me ...?"}``
+any tool, by name
+    ``call tool NAME with {JSON object}`` -> that object (e.g. an MCP tool: ``call tool demo__add with {"a": 1}``)
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +98,7 @@ _SEARCHES = [
 _IN_THE_DOCS = re.compile(rf"\s+in\s+the\s+{_DOCS}$", re.I)
 
 _ASK = re.compile(rf"\bask\s+(?:me|the\s+user)\b[\s,:]*(?P<rest>.*?){_CLAUSE_END}", re.IGNORECASE)
+_EXPLICIT = re.compile(r"\bcall\s+tool\s+(?P<name>[A-Za-z0-9_-]{1,64})\s+with\s+(?P<args>\{.*?\})(?=\s*(?:$|[.;\n]))")
 _PRONOUNS = {"my": "your", "mine": "yours", "me": "you", "i": "you", "i'm": "you're", "myself": "yourself"}
 
 
@@ -106,6 +110,16 @@ def detect_intents(text: str) -> list[Intent]:
             if not any(intent.start < c.end and c.start < intent.end for c in claimed):
                 claimed.append(intent)
     return sorted(claimed, key=lambda intent: intent.start)
+
+
+def _explicit_call(text: str) -> Iterator[Intent]:
+    for m in _EXPLICIT.finditer(text):
+        try:
+            arguments = json.loads(m.group("args"))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(arguments, dict):
+            yield Intent(m.start(), m.end(), m.group("name"), arguments)
 
 
 def _ask_user(text: str) -> Iterator[Intent]:
@@ -175,6 +189,7 @@ def _normalise_expression(raw: str) -> str:
 
 
 _DETECTORS: tuple[Callable[[str], Iterator[Intent]], ...] = (
+    _explicit_call,
     _ask_user,
     _search_docs,
     _convert_units,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
@@ -26,6 +27,8 @@ class LoggedRequest(msgspec.Struct, kw_only=True):
     fault: str | None = None
     faults: list[str] = msgspec.field(default_factory=list)
     reply: str | None = None
+    # The function tools offered: name → parameters schema (what a test checks the runner sent).
+    tools: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class RequestLog:
@@ -49,6 +52,7 @@ class RequestLog:
         fault: str | None = None,
         faults: list[str] | None = None,
         reply: str | None = None,
+        tools: dict[str, Any] | None = None,
     ) -> LoggedRequest:
         entry = LoggedRequest(
             seq=next(self._seq),
@@ -63,6 +67,7 @@ class RequestLog:
             fault=fault,
             faults=list(faults or ()),
             reply=reply,
+            tools=dict(tools or {}),
         )
         self._entries.append(entry)
         return entry

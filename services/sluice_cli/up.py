@@ -103,12 +103,18 @@ def _announce(manager: Manager, text: str) -> None:
     manager.events.put(Message(type="line", data=text + "\n", time=datetime.datetime.now(), name="system", colour=None))
 
 
+def _agents_listed(edge_url: str) -> bool:
+    response = httpx.get(f"{edge_url}/v1/agents", timeout=1.0)
+    return response.status_code == 200 and bool(response.json().get("agents"))
+
+
 def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
-    """Prints the URLs once the edge is ready (it is ready when NATS is up and the streams exist)."""
+    """Prints the URLs once the edge is ready (NATS is up, the streams exist) and the catalog lists the agent-runner's
+    agents (on a fresh NATS an agent is unknown until its runner has advertised it once)."""
     deadline = time.monotonic() + 120
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            if httpx.get(f"{up.edge_url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{up.edge_url}/readyz", timeout=1.0).status_code == 200 and _agents_listed(up.edge_url):
                 lines = [
                     "Sluice is up.",
                     f"  web client   {up.edge_url}/",

@@ -29,6 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from sluice import subjects
 from sluice.bus import Bus, connect
+from sluice.catalog import CatalogView
 from sluice.provision import provision
 from sluice.records import TaskStore
 from stream_edge.body_limit import BodyLimitMiddleware
@@ -58,13 +59,13 @@ _NOT_TRACED = "healthz,readyz,metrics"
 
 def edge_routers() -> list[APIRouter]:
     """Every router the edge serves, in order. Other features append theirs here."""
-    from stream_edge import a2a, asyncapi, routes_contexts, routes_events, routes_ops, routes_tasks
+    from stream_edge import a2a, asyncapi, routes_catalog, routes_contexts, routes_events, routes_ops, routes_tasks
     from stream_edge.protocols import routes_ag_ui, routes_chat
     from stream_edge.web import router as web
 
     return [
-        *(routes_tasks.router, routes_events.router, routes_contexts.router, routes_ops.router, a2a.router()),
-        *(routes_chat.router, routes_ag_ui.router, web.router, asyncapi.router),
+        *(routes_tasks.router, routes_events.router, routes_contexts.router, routes_catalog.router, routes_ops.router),
+        *(a2a.router(), routes_chat.router, routes_ag_ui.router, web.router, asyncapi.router),
     ]
 
 
@@ -99,15 +100,17 @@ def create_app(
         edge: EdgeRuntime | None = None
         stop_reconciling = asyncio.Event()
         reconciling: asyncio.Task[None] | None = None
+        catalog = CatalogView(active)
         try:
             if own_bus:
                 await provision(active.js, settings.common)
             store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
             contexts = ContextIndex(await active.js.key_value(subjects.CONTEXTS_BUCKET), deadline_s=RECORD_DEADLINE_S)
             conversations = Conversations(active, store, contexts)
+            await catalog.start()
             hub = make_hub(active, settings)
-            tasks = TaskService(active, store, conversations)
-            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=tasks, hub=hub)
+            tasks = TaskService(active, store, catalog.confirm_known, conversations)
+            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog)
             await hub.start()
             if settings.reconcile_interval_s > 0:
                 reconciler = Reconciler(
@@ -131,6 +134,7 @@ def create_app(
             metrics.bind(None)
             if edge is not None:
                 await edge.drain()
+            await catalog.stop()
             if own_bus:
                 await active.close()
             log.info("stream-edge stopped")

@@ -3,11 +3,11 @@
 HTTP-agnostic (no FastAPI here), so the REST routes and the A2A endpoint share it. Each command follows the
 protocol every service agrees on (see the common brief):
 
-- submit: the context's history, the task listed in its context (`contexts.py`) → create the record
-  (`submitted`) → publish `task.submitted` (`{task}:submitted`) → record its id as `last_event_id` → publish the
-  work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task bucket first; a repeated key
-  returns the first task (and finishes its submission if that request died midway — the deterministic message
-  ids make the repeat harmless).
+- submit: the agent must be in the catalog (else `422 unknown_agent`, nothing written) → the context's history,
+  the task listed in its context (`contexts.py`) → create the record (`submitted`) → publish `task.submitted`
+  (`{task}:submitted`) → record its id as `last_event_id` → publish the work message (`{task}:run:submitted`). An
+  `Idempotency-Key` is claimed in the task bucket first; a repeated key returns the first task (and finishes its
+  submission if that request died midway — the deterministic message ids make the repeat harmless).
 - cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody holds the
   task (`submitted`, `input-required`, or `working` with no work message left in SLUICE_WORK: its submission or
   resume died half-way) publish `task.canceled` (`{task}:end`) ourselves; a holder publishes it otherwise.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.errors
@@ -60,8 +60,16 @@ from sluice.records import TaskStore
 from sluice.tracing import continue_span
 from stream_edge import logview
 from stream_edge.contexts import Conversations
+from stream_edge.errors import UnknownAgent
 
-__all__ = ["AGENT_PATTERN", "SOURCE", "TaskService", "validate_idempotency_key", "validate_submission"]
+__all__ = [
+    "AGENT_PATTERN",
+    "SOURCE",
+    "AgentKnown",
+    "TaskService",
+    "validate_idempotency_key",
+    "validate_submission",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,9 @@ _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$
 _UNATTENDED = frozenset({"submitted", "input-required"})
 # How long a repeated Idempotency-Key waits for the first request to create its record.
 _CLAIMANT_WAIT_S = 5.0
+
+# Whether an agent name may be submitted (the catalog: some runner advertised it, no operator withdrew it).
+AgentKnown = Callable[[str], Awaitable[bool]]
 
 
 def validate_submission(request: TaskSubmittedData) -> None:
@@ -103,9 +114,12 @@ def _with_last_event(seq: int) -> Callable[[TaskRecord], TaskRecord | None]:
 class TaskService:
     """The task commands of the edge. One per process; safe to share between concurrent requests."""
 
-    def __init__(self, bus: Bus, store: TaskStore, conversations: Conversations | None = None) -> None:
+    def __init__(
+        self, bus: Bus, store: TaskStore, agent_known: AgentKnown, conversations: Conversations | None = None
+    ) -> None:
         self.bus = bus
         self.store = store
+        self.agent_known = agent_known
         self.writer = EventWriter(bus, SOURCE)
         self.conversations = conversations
 
@@ -120,6 +134,10 @@ class TaskService:
         starts there (the bus injects that context into `task.submitted` and the work message).
         """
         validate_submission(request)
+        if not await self.agent_known(request.agent):
+            raise UnknownAgent(
+                "unknown_agent", f"no runner has offered an agent or crew named {request.agent!r}; see GET /v1/agents"
+            )
         task_id = new_task_id()
         if idempotency_key is not None:
             owner = await self.store.claim_idempotency_key(validate_idempotency_key(idempotency_key), task_id)

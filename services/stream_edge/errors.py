@@ -2,6 +2,7 @@
 
     SluiceError (sluice.errors)         status from ERROR_STATUS, by the class's MRO
     ├── InvalidInput → 400              ├── InvalidBody → 422 (a body that is JSON but not a valid request)
+    │                                   │   └── UnknownAgent → 422 (an agent not in the catalog)
     │                                   └── NotAcceptable → 406 (an Accept header we cannot serve)
     ├── BodyTooLarge → 413              ├── UnsupportedMediaType → 415
     ├── NotFound → 404, Conflict → 409, Unavailable → 503 + Retry-After, ProvisioningError → 503
@@ -33,6 +34,7 @@ __all__ = [
     "BodyTooLarge",
     "InvalidBody",
     "NotAcceptable",
+    "UnknownAgent",
     "UnsupportedMediaType",
     "error_response",
     "install_error_handlers",
@@ -44,6 +46,12 @@ log = logging.getLogger(__name__)
 
 class InvalidBody(InvalidInput):
     code = "invalid_body"
+
+
+class UnknownAgent(InvalidBody):
+    """An agent no runner ever advertised, or one an operator withdrew (CONTRACT §9)."""
+
+    code = "unknown_agent"
 
 
 class NotAcceptable(InvalidInput):

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from sluice.bus import Bus
 from sluice.permissions import needs_of
+from sluice.catalog import CatalogView
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
 from stream_edge.settings import EdgeSettings
@@ -53,6 +54,7 @@ class EdgeRuntime:
     store: TaskStore
     tasks: TaskService
     hub: StreamHubLike
+    catalog: CatalogView
     draining: bool = False
     _hub_stopped: bool = False
     _stop_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

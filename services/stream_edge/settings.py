@@ -13,14 +13,12 @@ settings every service shares (`SLUICE_NATS_URL`, `SLUICE_REPLICAS`, ...) are `s
 | `SLUICE_CLIENT_BUFFER_BYTES` | bytes buffered for one slow stream client before it is cut off | `1048576` |
 | `SLUICE_SHUTDOWN_GRACE_S` | on SIGTERM, how long open streams get to end before the process exits | `5` |
 | `SLUICE_PUBLIC_URL` | the edge's public base URL (for the A2A agent card) | `http://<host>:<port>` |
-| `SLUICE_AGENTS_FILE` | the agents/crews TOML the runners use (the A2A card's skills) | the shipped `agents.toml` |
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sluice.config import CommonConfig, EnvReader
 from sluice.errors import InvalidInput
@@ -41,7 +39,6 @@ class EdgeSettings:
     client_buffer_bytes: int = 1_048_576
     shutdown_grace_s: float = 5.0
     public_url: str | None = None
-    agents_file: Path | None = None
     # The reconciler (stream_edge/reconciler.py): how often the lease holder sweeps (0: never), and how long a
     # record must be unchanged before it counts as stranded.
     reconcile_interval_s: float = 5.0
@@ -84,7 +81,6 @@ class EdgeSettings:
             "client_buffer_bytes": self.client_buffer_bytes,
             "shutdown_grace_s": self.shutdown_grace_s,
             "public_url": self.public_url,
-            "agents_file": str(self.agents_file) if self.agents_file else "(shipped)",
             "reconcile_interval_s": self.reconcile_interval_s,
             "reconcile_grace_s": self.reconcile_grace_s,
             "common": self.common.describe(),
@@ -104,7 +100,6 @@ class EdgeSettings:
             client_buffer_bytes=r.integer("SLUICE_CLIENT_BUFFER_BYTES", 1_048_576),
             shutdown_grace_s=r.number("SLUICE_SHUTDOWN_GRACE_S", 5.0),
             public_url=r.optional("SLUICE_PUBLIC_URL"),
-            agents_file=Path(agents_file) if (agents_file := r.optional("SLUICE_AGENTS_FILE")) else None,
             reconcile_interval_s=r.number("SLUICE_RECONCILE_INTERVAL_S", 5.0),
             reconcile_grace_s=r.number("SLUICE_RECONCILE_GRACE_S", 15.0),
             common=CommonConfig.from_env(env),

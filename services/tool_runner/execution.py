@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .tools import Tool, ToolArgumentError, ToolError
+from .invocable import Invocable
+from .tools import ToolArgumentError, ToolError
 
 __all__ = ["CallResult", "Outcome", "effective_deadline", "execute", "truncate"]
 
@@ -33,7 +34,6 @@ class Outcome(StrEnum):
     TOOL_ERROR = "tool_error"  # the tool refused or failed, with a message for the model
     BAD_ARGUMENTS = "bad_arguments"  # the model's arguments JSON did not fit the tool's parameters
     UNKNOWN_TOOL = "unknown_tool"
-    INTERACTIVE = "interactive"  # ask_user and its kind: the agent-runner's to handle
     TIMEOUT = "timeout"
     CRASHED = "crashed"  # a bug in the tool: logged with its traceback, reported without it
     POISON = "poison"  # delivered too often without completing (the runner running it kept dying)
@@ -55,7 +55,7 @@ class CallResult:
         return cls(outcome, error=error, duration_ms=duration_ms)
 
 
-def effective_deadline(tool: Tool, deadline_s: float) -> float:
+def effective_deadline(tool: Invocable, deadline_s: float) -> float:
     """The tool's own timeout, shortened by the caller's deadline when that is a positive number."""
     return min(tool.timeout_s, deadline_s) if deadline_s > 0 else tool.timeout_s
 
@@ -71,13 +71,11 @@ def truncate(text: str, limit: int) -> str:
 
 
 async def execute(
-    tool: Tool | None, name: str, arguments: str, *, deadline_s: float, max_output_bytes: int | None = None
+    tool: Invocable | None, name: str, arguments: str, *, deadline_s: float, max_output_bytes: int | None = None
 ) -> CallResult:
     """Runs the call and reports how it ended; raises nothing but cancellation."""
     if tool is None:
         return CallResult.failed(Outcome.UNKNOWN_TOOL, f"unknown tool {name!r}")
-    if tool.interactive:
-        return CallResult.failed(Outcome.INTERACTIVE, f"{name} is handled by the agent-runner, not the tool-runner")
     limit = max_output_bytes or tool.max_output_bytes
     deadline = effective_deadline(tool, deadline_s)
     started = time.monotonic()

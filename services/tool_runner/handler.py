@@ -56,8 +56,9 @@ from sluice.records import TaskStore
 from sluice.tracing import process_span
 
 from .execution import CallResult, Outcome, execute
+from .invocable import Invocable
 from .metrics import ToolMetrics
-from .tools import Tool, get_tool
+from .tools import get_tool
 
 __all__ = ["SOURCE", "Disposition", "Skipped", "ToolCallHandler"]
 
@@ -106,7 +107,7 @@ class ToolCallHandler:
         *,
         max_deliver: int,
         max_output_bytes: int | None = None,
-        lookup: Callable[[str], Tool | None] = get_tool,
+        lookup: Callable[[str], Invocable | None] = get_tool,
         handbacks: HandBacks | None = None,
     ) -> None:
         self.bus = bus

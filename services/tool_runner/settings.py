@@ -11,13 +11,19 @@ are `sluice.config.CommonConfig`'s.
 | `SLUICE_TOOL_METRICS_PORT` | port of the Prometheus endpoint (`/metrics`); `0` turns it off | `9465` |
 | `SLUICE_TOOL_MAX_OUTPUT_BYTES` | when set, replaces every tool's own output limit (UTF-8 bytes) | each tool's |
 | `SLUICE_TOOL_GRACE_S` | on SIGTERM, how long running calls may finish before they are handed back | `10` |
+| `SLUICE_MCP_SERVERS` | a JSON file of MCP servers (`{"mcpServers": {...}}`) whose tools it also serves | none |
+| `SLUICE_TOOL_RUNNER_ID` | this process's name in the catalog (`runners.tool-runner.<id>`) | `<hostname>-<pid>` |
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from sluice.catalog.adverts import runner_id_token
 from sluice.config import EnvReader
 from sluice.errors import InvalidInput
 
@@ -38,6 +44,8 @@ class ToolRunnerSettings:
     fetch_timeout_s: float = 1.0
     # The delay of a `nak` after a transient failure (NATS unavailable while publishing or reading the record).
     retry_delay_s: float = 2.0
+    mcp_servers_file: Path | None = None
+    runner_id: str = field(default_factory=lambda: runner_id_token(f"{socket.gethostname()}-{os.getpid()}"))
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -60,4 +68,6 @@ class ToolRunnerSettings:
             metrics_port=r.integer("SLUICE_TOOL_METRICS_PORT", 9465),
             max_output_bytes=None if max_output is None else r.integer("SLUICE_TOOL_MAX_OUTPUT_BYTES", 0),
             grace_s=r.number("SLUICE_TOOL_GRACE_S", 10.0),
+            mcp_servers_file=Path(mcp) if (mcp := r.optional("SLUICE_MCP_SERVERS")) else None,
+            runner_id=runner_id_token(r.text("SLUICE_TOOL_RUNNER_ID", f"{socket.gethostname()}-{os.getpid()}")),
         )

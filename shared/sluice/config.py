@@ -111,6 +111,9 @@ class CommonConfig:
     nats_tls_ca: str | None = None
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
+    # A runner's catalog advertisement lives this long unless refreshed (it is refreshed every third of it), so
+    # a runner that dies leaves the catalog within this time.
+    catalog_ttl_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -149,6 +152,7 @@ class CommonConfig:
             nats_tls_ca=r.optional("SLUICE_NATS_TLS_CA"),
             nats_tls_cert=tls_cert,
             nats_tls_key=tls_key,
+            catalog_ttl_s=r.duration("SLUICE_CATALOG_TTL", "15s"),
         )
 
     def describe(self) -> dict[str, object]:

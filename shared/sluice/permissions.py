@@ -7,10 +7,13 @@ the server. A stream or bucket added to provisioning is one more grant on the li
 
     identity       publishes                                        reads
     edge           task.submitted/resumed/canceled/failed, work,   the event log (direct gets, its own feeds),
-                   ctl, task records, contexts, leases              task records, contexts, the work stream
+                   ctl, task records, contexts, leases              task records, contexts, the work stream,
+                                                                    the catalog (watch)
     agent-runner   its own event types, tool calls, task records,  its work consumer, the event log (and its own
-                   hand-back notes                                  ordered consumers on it), ctl notices
-    tool-runner    tool.started, tool.completed, hand-back notes   its tool consumer, the event log, records
+                   hand-back notes, its catalog entry and its      ordered consumers on it), ctl notices, the
+                   agents' known keys                               catalog (watch)
+    tool-runner    tool.started, tool.completed, hand-back notes,  its tool consumer, the event log, records
+                   its catalog entry
     subscriber     nothing (JetStream read requests only)           the event log
     admin          the JetStream API (`sluice provision`)           its inbox
 
@@ -147,6 +150,29 @@ def writes_bucket(bucket: str) -> Grant:
     )
 
 
+def watches_bucket(bucket: str) -> Grant:
+    """A KV watch: its own ordered consumers on the bucket's stream, created, followed and deleted."""
+    stream = jsapi.kv_stream(bucket)
+    return Grant(
+        publish=(
+            *jsapi.consumer_create(stream),
+            jsapi.consumer_delete(stream),
+            jsapi.consumer_info(stream, "*"),
+            jsapi.flow_control(stream),
+        ),
+        needs=Needs(buckets=(bucket,)),
+    )
+
+
+def advertises(kind: str, *, agents: bool = False) -> Grant:
+    """Its own kind's catalog advertisements (CONTRACT §9), and for an agent-runner the agents it registers."""
+    keys = [subjects.catalog_runner_keys(kind)] + ([subjects.catalog_known_keys()] if agents else [])
+    return Grant(
+        publish=tuple(jsapi.kv_key(subjects.CATALOG_BUCKET, key) for key in keys),
+        needs=Needs(buckets=(subjects.CATALOG_BUCKET,)),
+    )
+
+
 def administers() -> Grant:
     return Grant(publish=(jsapi.API_ALL,))
 
@@ -162,6 +188,8 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         writes_bucket(subjects.CONTEXTS_BUCKET),
         reads_work(),  # cancel and the reconciler: is a work message left for the task?
         writes_bucket(subjects.LEASES_BUCKET),  # the reconciler's lease
+        reads_bucket(subjects.CATALOG_BUCKET),
+        watches_bucket(subjects.CATALOG_BUCKET),
         reads_log(),
         follows_log(),
     ),
@@ -171,6 +199,9 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         pulls(subjects.WORK_STREAM, subjects.WORK_CONSUMER),
         writes_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.HANDBACKS_BUCKET),
+        advertises("agent-runner", agents=True),
+        reads_bucket(subjects.CATALOG_BUCKET),
+        watches_bucket(subjects.CATALOG_BUCKET),
         reads_log(),
         follows_log(),  # tool results awaited through an ordered consumer
         listens(subjects.control_all()),
@@ -180,6 +211,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         pulls(subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER),
         reads_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.HANDBACKS_BUCKET),
+        advertises("tool-runner"),
         reads_log(),
     ),
     "subscriber": (reads_log(), follows_log(), listens(subjects.events_all())),

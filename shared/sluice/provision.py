@@ -202,6 +202,7 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
         js, config, subjects.LEASES_BUCKET, "Sluice leases: one holder of each singleton job", history=1,
         ttl_s=_LEASE_TTL_S,
     )  # fmt: skip
+    await ensure_catalog_bucket(js, config)
 
 
 # A work message lives as long as its task runs; a day of hand-back notes outlasts any sensible task.
@@ -275,3 +276,30 @@ async def _turn_off_direct_reads(js: JetStreamContext) -> None:
         except nats.js.errors.APIError as exc:
             raise ProvisioningError("bucket_update_refused", f"{name}: {exc.description}") from exc
         log.info("task bucket now reads through its leader", extra={"stream": name})
+
+
+# How long the server keeps the marker it writes when an advertisement's TTL ends (watchers see it as a delete).
+CATALOG_MARKER_TTL_S = 60.0
+
+
+async def ensure_catalog_bucket(js: JetStreamContext, config: CommonConfig) -> None:
+    """The catalog bucket (CONTRACT §9): per-message TTLs on, and a delete marker when one ends, so a watcher is
+    told that a runner's advertisement expired (its runner died) instead of having to notice by itself."""
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.CATALOG_BUCKET,
+                description="Sluice catalog: live runners' advertisements, and every agent ever advertised",
+                history=1,
+                replicas=config.replicas,
+                storage=StorageType.FILE,
+                max_bytes=64 * 1024 * 1024,
+                limit_marker_ttl=CATALOG_MARKER_TTL_S,
+            )
+        )
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("bucket_rejected", f"{subjects.CATALOG_BUCKET}: {exc.description}") from exc
+        log.warning("catalog bucket exists with different settings; keeping it", extra={"detail": exc.description})

@@ -13,6 +13,7 @@ from sluice.ids import parse_task_id
 
 __all__ = [
     "CONTEXTS_BUCKET",
+    "CATALOG_BUCKET",
     "CONTROL_PREFIX",
     "EVENTS_STREAM",
     "HANDBACKS_BUCKET",
@@ -22,6 +23,10 @@ __all__ = [
     "TOOL_CONSUMER",
     "WORK_CONSUMER",
     "WORK_STREAM",
+    "catalog_known_key",
+    "catalog_known_keys",
+    "catalog_runner_key",
+    "catalog_runner_keys",
     "control",
     "control_all",
     "event",
@@ -46,6 +51,7 @@ TASKS_BUCKET = "sluice-tasks"
 CONTEXTS_BUCKET = "sluice-contexts"  # one key per conversation: its tasks, oldest first
 LEASES_BUCKET = "sluice-leases"  # leases of singleton jobs (the reconciler), expiring unless renewed
 HANDBACKS_BUCKET = "sluice-handbacks"  # clean hand-backs per work/tool-call message (sluice.handbacks)
+CATALOG_BUCKET = "sluice-catalog"
 WORK_CONSUMER = "agent-runners"
 TOOL_CONSUMER = "tool-runners"
 
@@ -57,6 +63,9 @@ CONTROL_PREFIX = "sluice.ctl"
 # Dotted lowercase words: `task.completed`, `llm.delta`. Never a wildcard, never empty tokens.
 _EVENT_TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 _TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A runner id or an agent name inside a catalog key: one KV token, never a wildcard or a dot.
+_CATALOG_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_RUNNER_KINDS = ("agent-runner", "tool-runner")
 
 
 def _event_type(value: str) -> str:
@@ -138,3 +147,36 @@ def task_id_of(subject: str) -> str:
 def event_type_of(subject: str) -> str:
     """`sluice.evt.<task>.tool.completed` → `tool.completed`."""
     return subject.split(".", 3)[3]
+
+
+# ---------------------------------------------------------------- the catalog bucket (CONTRACT §9)
+#
+#   runners.<kind>.<runner_id>   a live runner's advertisement, written with a per-message TTL and refreshed
+#   known.<agent>                an agent some runner once advertised (no TTL); `{"withdrawn": true}` withdraws it
+
+
+def _catalog_token(value: str, what: str) -> str:
+    if not _CATALOG_TOKEN_RE.fullmatch(value):
+        raise InvalidInput(f"invalid_{what}", f"{what} {value!r} must match ^[A-Za-z0-9_-]{{1,128}}$")
+    return value
+
+
+def catalog_runner_key(kind: str, runner_id: str) -> str:
+    if kind not in _RUNNER_KINDS:
+        raise InvalidInput("invalid_runner_kind", f"runner kind {kind!r} is not one of {_RUNNER_KINDS}")
+    return f"runners.{kind}.{_catalog_token(runner_id, 'runner_id')}"
+
+
+def catalog_known_key(agent: str) -> str:
+    return f"known.{_catalog_token(agent, 'agent')}"
+
+
+def catalog_known_keys() -> str:
+    return "known.*"
+
+
+def catalog_runner_keys(kind: str) -> str:
+    """Every advertisement of one kind of runner (a runner may write only its own kind's)."""
+    if kind not in _RUNNER_KINDS:
+        raise InvalidInput("invalid_runner_kind", f"runner kind {kind!r} is not one of {_RUNNER_KINDS}")
+    return f"runners.{kind}.*"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -240,20 +239,6 @@ async def test_a_0_3_client_is_served_on_the_same_endpoint(edge: EdgeUnderTest) 
     assert result["id"] == task_id and result["status"]["state"] == "canceled" and result["kind"] == "task"
     missing = await raw_rpc(edge.url, {**body, "params": {"id": new_task_id()}}, version=None)
     assert missing.json()["error"]["code"] == -32001
-
-
-async def test_the_card_and_the_agents_accepted_follow_sluice_agents_file(
-    common_config: CommonConfig, bus: Bus, tmp_path: Path
-) -> None:
-    agents = tmp_path / "agents.toml"
-    agents.write_text('[agents.solo]\ndescription = "The only one."\ninstructions = "Be brief."\n')
-    async with running_edge(common_config, bus, agents_file=agents) as edge:
-        async with httpx.AsyncClient(timeout=10) as http:
-            card = (await http.get(edge.url + "/.well-known/agent-card.json")).json()
-        assert [s["id"] for s in card["skills"]] == ["solo"]
-        assert card["skills"][0]["tags"] and card["skills"][0]["description"] == "The only one."
-        error = error_of(await raw_rpc(edge.url, rpc("SendMessage", send_params())))  # asks for "assistant"
-        assert error["code"] == -32602 and "assistant" in error["message"]
 
 
 async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(edge: EdgeUnderTest) -> None:

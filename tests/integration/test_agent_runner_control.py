@@ -10,10 +10,10 @@ from datetime import datetime
 import nats.js.errors
 import pytest
 
-from agent_runner.main import tool_descriptors
 from sluice import subjects
 from sluice.events import Budget, BudgetExceeded, Event, LlmCompleted, TaskCanceled, TaskCompleted, TaskStarted
 from sluice.records import TaskStore
+from support.catalog import static_tools as tool_descriptors
 from support.runners import (
     LogWatch,
     RunnerStack,

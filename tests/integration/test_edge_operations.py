@@ -12,6 +12,7 @@ from starlette.responses import Response
 from sluice.bus import Bus
 from sluice.config import CommonConfig
 from stream_edge.settings import EdgeSettings
+from support.catalog import advertise_shipped_agents
 from support.edge import EdgeUnderTest, running_edge
 from support.nats_server import running_server
 from support.waiting import eventually
@@ -40,6 +41,7 @@ async def test_readyz_is_503_while_nats_is_down_and_recovers(tmp_path: Path) -> 
     with running_server(tmp_path) as server:
         config = CommonConfig(nats_urls=(server.url,), ack_wait_s=3.0)
         async with running_edge(config) as edge:
+            await advertise_shipped_agents(edge.app.state.edge.bus)
             assert (await edge.client.get("/readyz")).status_code == 200
             server.stop()
             not_ready = await eventually(

@@ -39,6 +39,11 @@ async def store(bus: Bus) -> TaskStore:
     return TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))
 
 
+async def any_agent(name: str) -> bool:
+    """These tests are about what happens after the catalog check (routes test the check itself)."""
+    return True
+
+
 def request(text: str = "hello") -> TaskSubmittedData:
     return TaskSubmittedData(input=text, agent="assistant", history=[], metadata={})
 
@@ -46,7 +51,7 @@ def request(text: str = "hello") -> TaskSubmittedData:
 async def test_a_task_the_runners_never_received_is_marked_failed_not_left_submitted(
     bus: Bus, store: TaskStore
 ) -> None:
-    service = TaskService(WorkQueueDown(bus), store)  # type: ignore[arg-type]
+    service = TaskService(WorkQueueDown(bus), store, any_agent)  # type: ignore[arg-type]
     key = f"k-{new_task_id()}"
     with pytest.raises(Unavailable):
         await service.submit(request(), idempotency_key=key)
@@ -69,10 +74,10 @@ async def test_repeating_a_key_finishes_a_submission_whose_request_died_midway(b
     )
     assert await task_message_counts(bus, task_id) == (0, 0)
 
-    record = await TaskService(bus, store).submit(request(), idempotency_key=key)
+    record = await TaskService(bus, store, any_agent).submit(request(), idempotency_key=key)
     assert record.id == task_id and record.last_event_id is not None
     assert await task_message_counts(bus, task_id) == (1, 1)
-    again = await TaskService(bus, store).submit(request(), idempotency_key=key)
+    again = await TaskService(bus, store, any_agent).submit(request(), idempotency_key=key)
     assert again.id == task_id
     assert await task_message_counts(bus, task_id) == (1, 1), "a repeat of a finished submission publishes nothing"
 
@@ -89,12 +94,12 @@ async def test_the_service_validates_for_every_caller(
     bus: Bus, store: TaskStore, data: TaskSubmittedData, code: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        await TaskService(bus, store).submit(data)
+        await TaskService(bus, store, any_agent).submit(data)
     assert caught.value.code == code
 
 
 async def test_ids_from_outside_are_checked_before_they_reach_a_subject(bus: Bus, store: TaskStore) -> None:
-    service = TaskService(bus, store)
+    service = TaskService(bus, store, any_agent)
     for bad in ("*", ">", "a.b.c.d.e", "sluice.evt.>"):
         for call in (service.get(bad), service.cancel(bad), service.provide_input(bad, text="x")):
             with pytest.raises(InvalidInput):
@@ -131,8 +136,8 @@ async def test_a_cancel_that_won_the_record_still_ends_an_unattended_task_when_n
 ) -> None:
     # Once the record says `canceled`, a retried cancel is a 409: the terminal event must not depend on the
     # best-effort steps (the runner notice, the trace lookup), or the task's streams would wait forever.
-    record = await TaskService(bus, store).submit(request())
-    flaky = TaskService(ControlAndReadsDown(bus), store)  # type: ignore[arg-type]
+    record = await TaskService(bus, store, any_agent).submit(request())
+    flaky = TaskService(ControlAndReadsDown(bus), store, any_agent)  # type: ignore[arg-type]
     after = await flaky.cancel(record.id, "stop")
     assert after.state == "canceled"
     events = await read_events(bus, record.id)

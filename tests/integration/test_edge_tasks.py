@@ -157,11 +157,11 @@ async def test_json_is_preferred_for_wildcard_accept(edge: EdgeUnderTest) -> Non
     assert response.headers["content-type"] == "application/json"
 
 
-async def test_unknown_agent_names_of_the_right_shape_are_accepted(edge: EdgeUnderTest) -> None:
-    # The edge does not know the runners' agents; a runner fails the task with unknown_agent.
+async def test_an_agent_name_of_the_right_shape_that_no_runner_offered_is_422(edge: EdgeUnderTest) -> None:
+    # The edge knows the runners' agents from the catalog (tests/integration/test_catalog.py has the rest).
     response = await edge.client.post("/v1/tasks", json={"input": "x", "agent": "no-such_agent-42"})
-    assert response.status_code == 201
-    assert response.json()["agent"] == "no-such_agent-42"
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "unknown_agent"
 
 
 async def test_reading_a_task_that_does_not_exist_is_404(edge: EdgeUnderTest) -> None:

@@ -11,12 +11,12 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent_runner.main import tool_descriptors
 from agent_runner.model import OpenAIModel
 from agent_runner.ports import ChatRequest, ModelReply
 from demo_llm.main import running_server as running_demo
 from demo_llm.settings import DemoLLMSettings
 from sluice.tracing import genai_input_messages, genai_output_messages, server_attributes
+from support.catalog import static_tools as tool_descriptors
 from support.otlp_receiver import span_capture
 
 tracer = trace.get_tracer("tests")

@@ -68,6 +68,7 @@ ASSETS: tuple[tuple[str, str | None], ...] = (
     (subjects.WORK_STREAM, None),
     (subjects.TOOLS_STREAM, None),
     (TASKS_STREAM, None),
+    (f"KV_{subjects.CATALOG_BUCKET}", None),
     (subjects.WORK_STREAM, subjects.WORK_CONSUMER),
     (subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER),
 )

@@ -23,8 +23,8 @@ import httpx
 import msgspec
 from nats.aio.msg import Msg
 
+from agent_runner.advert import runner_advert
 from agent_runner.agents import Catalog, load_catalog
-from agent_runner.main import tool_descriptors
 from agent_runner.model import OpenAIModel
 from agent_runner.ports import ToolDescriptor
 from agent_runner.settings import RunnerSettings
@@ -34,6 +34,8 @@ from demo_llm.main import running_server as running_demo
 from demo_llm.settings import DemoLLMSettings
 from sluice import subjects
 from sluice.bus import Bus, connect
+from sluice.catalog import Advertiser
+from sluice.catalog.adverts import runner_id_token
 from sluice.clock import now_iso
 from sluice.config import CommonConfig
 from sluice.eventlog import EventWriter, read_events, read_log
@@ -61,6 +63,7 @@ from sluice.ids import new_task_id
 from sluice.messages import ControlMessage, WorkMessage, decode_tool_call
 from sluice.provision import provision
 from sluice.records import TaskStore
+from support.catalog import static_tools as tool_descriptors
 from support.nats_server import NatsServer, running_server
 
 __all__ = [
@@ -327,14 +330,21 @@ def test_settings(common: CommonConfig, model_url: str, **overrides: Any) -> Run
 async def running_worker(
     settings: RunnerSettings, catalog: Catalog | None = None, tools: Mapping[str, ToolDescriptor] | None = None
 ) -> AsyncIterator[Worker]:
-    """An agent-runner worker in this event loop, with its own NATS connection, until the block ends."""
+    """An agent-runner worker in this event loop, with its own NATS connection, until the block ends; it advertises
+    its agents in the catalog as `sluice agent-runner` does."""
     tools = tools or tool_descriptors()
-    catalog = catalog or load_catalog(settings.agents_file, default_model=settings.model, known_tools=tools.keys())
+    catalog = catalog or load_catalog(settings.agents_file, default_model=settings.model)
     bus = await connect(settings.common, name=f"sluice-{settings.runner_id}")
     model = OpenAIModel(base_url=settings.openai_base_url, api_key=settings.openai_api_key,
                         timeout_s=settings.model_timeout_s)  # fmt: skip
     worker = Worker(bus, settings, catalog, tools, model)
     stopping = asyncio.Event()
+    advert = runner_advert(catalog, runner_id_token(settings.runner_id), ttl_s=settings.common.catalog_ttl_s)
+    advertiser = Advertiser(bus, advert)
+    advertising = asyncio.create_task(advertiser.run(stopping))
+    written = asyncio.create_task(advertiser.written.wait())
+    await asyncio.wait([advertising, written], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    written.cancel()
     running = asyncio.create_task(worker.run(stopping))
     try:
         ready = asyncio.create_task(worker.ready.wait())
@@ -345,7 +355,7 @@ async def running_worker(
         yield worker
     finally:
         stopping.set()
-        await asyncio.wait([running], timeout=settings.grace_s + 10)
+        await asyncio.wait([running, advertising], timeout=settings.grace_s + 10)
         await model.close()
         await bus.close()
 

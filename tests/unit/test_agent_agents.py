@@ -9,7 +9,7 @@ import pytest
 from agent_runner.agents import load_catalog, parse_catalog
 from agent_runner.settings import RunnerSettings
 from sluice.errors import InvalidInput
-from tool_runner.tools import REGISTRY
+from support.catalog import static_tools
 
 MINIMAL = """
 [agents.helper]
@@ -19,7 +19,7 @@ tools = ["calculator"]
 
 
 def test_the_shipped_file_has_the_assistant_and_the_dev_team_crew() -> None:
-    catalog = load_catalog(None, default_model="sluice-demo", known_tools=REGISTRY.keys())
+    catalog = load_catalog(None, default_model="sluice-demo", known_tools=static_tools().keys())
     assistant = catalog.plan("assistant")
     assert assistant is not None and not assistant.crew
     spec = assistant.stages[0]
@@ -65,7 +65,7 @@ def test_prices_give_the_cost_of_a_call() -> None:
 )
 def test_mistakes_are_reported_with_the_file_and_what_is_wrong(text: str, complaint: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_catalog(text, default_model="m", known_tools=REGISTRY.keys(), origin="my-agents.toml")
+        parse_catalog(text, default_model="m", known_tools=static_tools().keys(), origin="my-agents.toml")
     assert caught.value.code == "invalid_agents_file"
     assert "my-agents.toml" in caught.value.message and complaint in caught.value.message
 

@@ -14,7 +14,6 @@ from agent_runner.agents import load_catalog
 from agent_runner.budget import Limits
 from agent_runner.conversation import TaskLog
 from agent_runner.loop import AgentLoop, Completed, Failed, Interrupted, LoopConfig, Outcome, Paused
-from agent_runner.main import tool_descriptors
 from agent_runner.ports import ChatRequest, ModelCallError, ModelReply, ToolDispatch
 from sluice.clock import now_iso
 from sluice.events import (
@@ -29,6 +28,7 @@ from sluice.events import (
     ToolCompletedData,
     event_type,
 )
+from support.catalog import static_tools as tool_descriptors
 
 TASK = "01JLOOPTEST000000000000000"
 E = TypeVar("E", bound=Event)

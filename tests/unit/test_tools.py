@@ -176,7 +176,6 @@ def test_every_spec_is_an_inline_object_schema() -> None:
         ("clock", ["timezone"], []),
         ("convert_units", ["value", "from_unit", "to_unit"], ["value", "from_unit", "to_unit"]),
         ("search_docs", ["query", "limit"], ["query"]),
-        ("ask_user", ["question"], ["question"]),
         ("slow_echo", ["text", "seconds"], ["text"]),
     ],
 )
@@ -233,11 +232,11 @@ def test_all_specs_keeps_order_and_refuses_unknown_names() -> None:
     assert get_tool("nope") is None
 
 
-def test_limits_and_interactive_flag() -> None:
+def test_limits_and_no_interactive_tool_in_the_tool_runner() -> None:
     assert _tool("calculator").timeout_s == DEFAULT_TIMEOUT_S == 10
     assert _tool("calculator").max_output_bytes == DEFAULT_MAX_OUTPUT_BYTES == 16 * 1024
     assert _tool("slow_echo").timeout_s == 60
-    assert [name for name, tool in REGISTRY.items() if tool.interactive] == ["ask_user"]
+    assert "ask_user" not in REGISTRY  # the agent-runner's own tool (agent_runner.interactive)
 
 
 def _undocumented(x: int) -> int:
@@ -320,14 +319,6 @@ async def test_sync_tools_run_off_the_event_loop_and_non_strings_are_json() -> N
 async def test_tool_failures_propagate_as_tool_error() -> None:
     with pytest.raises(ToolError, match="division by zero"):
         await _tool("calculator").invoke('{"expression": "1/0"}')
-
-
-async def test_ask_user_is_offered_but_never_executed() -> None:
-    tool = _tool("ask_user")
-    assert tool.interactive
-    assert tool.openai_spec()["function"]["name"] == "ask_user"
-    with pytest.raises(ToolError, match="ask_user is handled by the agent-runner"):
-        await tool.invoke('{"question": "Which city?"}')
 
 
 async def test_slow_echo_caps_and_clamps_its_sleep(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,22 +1,20 @@
 """The agent card (`GET /.well-known/agent-card.json`): what Sluice offers an A2A client, and where.
 
 URLs come from the edge's `base_url` (`SLUICE_PUBLIC_URL`, else its own `http://host:port`), never from the
-request. One skill per agent and crew of the agent catalog (`agent_runner/agents.toml`, read through the
-agent-runner's own loader). The card is built once per (base URL, catalog file) and served from memory.
+request. One skill per agent and crew of the live catalog (CONTRACT §9: what the agent-runners advertise); the
+route rebuilds the card when the catalog changes and serves it from memory otherwise.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 from a2a.types import AgentCapabilities, AgentCard, AgentExtension, AgentInterface, AgentProvider, AgentSkill
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
 from google.protobuf import struct_pb2
 
-from agent_runner.agents import load_catalog
+from sluice.catalog import AgentEntry
+from sluice.catalog.adverts import sluice_version
 from stream_edge.a2a.mapping import REPLAY_EXTENSION
 
 __all__ = [
@@ -25,9 +23,7 @@ __all__ = [
     "JSONRPC_PATH",
     "OUTPUT_MODES",
     "REST_PREFIX",
-    "AgentEntry",
     "agent_card",
-    "catalog_entries",
 ]
 
 JSONRPC_PATH = "/a2a"
@@ -53,57 +49,25 @@ _REPLAY_DESCRIPTION = (
 )
 
 
-@dataclass(frozen=True)
-class AgentEntry:
-    name: str
-    description: str
-    crew: bool
-    tags: tuple[str, ...]
-
-
-@functools.lru_cache(maxsize=8)
-def catalog_entries(agents_file: Path | None = None) -> tuple[AgentEntry, ...]:
-    """The agents and crews clients may choose, as the agent-runner loads them (read once per file)."""
-    catalog = load_catalog(agents_file, default_model="")
-    entries = []
-    for name in catalog.names:
-        if name in catalog.crews:
-            stages = catalog.crews[name]
-            description = f"A crew: {', '.join(stages)}, in that order."
-            entries.append(AgentEntry(name, description, True, ("crew", name, *stages)))
-        else:
-            spec = catalog.agents[name]
-            description = spec.description or spec.instructions.splitlines()[0]
-            entries.append(AgentEntry(name, description, False, ("agent", name, *spec.tools)))
-    return tuple(entries)
-
-
 def _skill(entry: AgentEntry) -> AgentSkill:
     examples = {
         "assistant": ["What is 17 * 23?", "Ask me which city to convert the temperature for."],
         "dev-team": ["Design and write a function that reverses a linked list."],
     }.get(entry.name, [])
+    tags = ("crew", entry.name, *entry.stages) if entry.crew else ("agent", entry.name, *entry.tools)
     return AgentSkill(
         id=entry.name,
         name=entry.name,
-        description=entry.description,
-        tags=list(entry.tags),
+        description=entry.description or entry.name,
+        tags=list(tags),
         examples=examples,
         input_modes=INPUT_MODES,
         output_modes=OUTPUT_MODES,
     )
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("sluice")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
-
-
-@functools.lru_cache(maxsize=8)
-def agent_card(base_url: str, agents_file: Path | None = None) -> AgentCard:
-    """The card for an edge reachable at `base_url`. Cached: build it freely."""
+def agent_card(base_url: str, agents: Sequence[AgentEntry]) -> AgentCard:
+    """The card for an edge reachable at `base_url` offering `agents` (the catalog's) as skills."""
     base = base_url.rstrip("/")
     # 1.0 first: a 1.0 client picks those; a 0.3 client reads the legacy fields the SDK derives from the rest.
     interfaces = [
@@ -116,7 +80,7 @@ def agent_card(base_url: str, agents_file: Path | None = None) -> AgentCard:
     return AgentCard(
         name="Sluice",
         description=_DESCRIPTION,
-        version=_version(),
+        version=sluice_version(),
         provider=AgentProvider(organization="Sluice", url=base),
         documentation_url=base + "/docs",
         supported_interfaces=interfaces,
@@ -129,5 +93,5 @@ def agent_card(base_url: str, agents_file: Path | None = None) -> AgentCard:
         ),
         default_input_modes=INPUT_MODES,
         default_output_modes=OUTPUT_MODES,
-        skills=[_skill(entry) for entry in catalog_entries(agents_file)],
+        skills=[_skill(entry) for entry in agents],
     )

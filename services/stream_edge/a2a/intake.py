@@ -24,7 +24,6 @@ import nats.errors
 from a2a.types import Message, Role, SendMessageRequest, TaskState
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
-    InternalError,
     InvalidParamsError,
     TaskNotFoundError,
     UnsupportedOperationError,
@@ -36,7 +35,7 @@ from sluice.errors import InvalidInput, Unavailable
 from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event, decode_record
 from sluice.ids import CONTEXT_ID_PATTERN, is_task_id, parse_task_id
 from stream_edge import logview
-from stream_edge.a2a.card import DEFAULT_AGENT, catalog_entries
+from stream_edge.a2a.card import DEFAULT_AGENT
 from stream_edge.a2a.listing import context_of
 from stream_edge.a2a.mapping import A2A_STATE
 from stream_edge.runtime import EdgeRuntime
@@ -88,10 +87,11 @@ async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
         raise InvalidParamsError(message="the message has no text", data={"field": "message.parts"})
     meta = _metadata(params)
     agent = meta.pop("agent", DEFAULT_AGENT)
-    known = _agents(edge)
-    if agent not in known:
+    if not isinstance(agent, str) or not await edge.catalog.confirm_known(agent):
+        known = [entry.name for entry in edge.catalog.agents()]
         raise InvalidParamsError(
-            message=f"unknown agent {agent!r}: choose a skill id of the agent card", data={"known": known}
+            message=f"unknown agent {agent!r}: choose a skill id of the agent card",
+            data={"code": "unknown_agent", "known": known},
         )
     try:
         budget = msgspec.convert(meta.pop("budget", {}), Budget)
@@ -115,13 +115,6 @@ async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
     # A repeated message (a client retrying after a lost response) is the same task, not a second one.
     key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
     return await edge.tasks.submit(request, idempotency_key=key)
-
-
-def _agents(edge: EdgeRuntime) -> list[str]:
-    try:
-        return [entry.name for entry in catalog_entries(edge.settings.agents_file)]
-    except InvalidInput as exc:  # a bad SLUICE_AGENTS_FILE is the server's problem, not the request's
-        raise InternalError(message=exc.message, data={"code": exc.code}) from None
 
 
 def _metadata(params: SendMessageRequest) -> dict[str, Any]:

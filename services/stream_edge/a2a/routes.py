@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from stream_edge.a2a.card import JSONRPC_PATH, REST_PREFIX, agent_card
 from stream_edge.a2a.handler import EDGE_STATE_KEY, SluiceRequestHandler
 from stream_edge.a2a.mapping import event_id_of
+from stream_edge.deps import runtime
 from stream_edge.settings import EdgeSettings
 
 __all__ = ["a2a_routes", "router"]
@@ -126,7 +127,8 @@ class _Rest(RestDispatcher):
 
 async def _card(request: Request) -> Response:
     settings: EdgeSettings = request.app.state.settings
-    card = agent_card(settings.base_url, settings.agents_file)
+    edge = runtime(request)
+    card = agent_card(settings.base_url, edge.catalog.agents())
     return JSONResponse(agent_card_to_dict(card), headers={"Cache-Control": "public, max-age=60"})
 
 

@@ -569,14 +569,15 @@
 
   async function loadAgents() {
     try {
-      const response = await fetch("/.well-known/agent-card.json");
+      const response = await fetch("/v1/agents");
       if (!response.ok) return;
-      const card = await response.json();
-      const skills = (card.skills || []).filter((s) => s && typeof s.id === "string");
-      if (!skills.length) return;
+      const body = await response.json();
+      const agents = (body.agents || []).filter((a) => a && typeof a.name === "string");
+      if (!agents.length) return;
       const chosen = ui.agent.value;
-      ui.agent.replaceChildren(...skills.map((s) => h("option", { value: s.id, title: s.description || "" }, s.id)));
-      ui.agent.value = skills.some((s) => s.id === chosen) ? chosen : skills[0].id;
+      const label = (a) => (a.runners ? a.name : `${a.name} (no runner now)`);
+      ui.agent.replaceChildren(...agents.map((a) => h("option", { value: a.name, title: a.description || "" }, label(a))));
+      ui.agent.value = agents.some((a) => a.name === chosen) ? chosen : agents[0].name;
     } catch {
       /* keep the default agent */
     }

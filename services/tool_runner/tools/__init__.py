@@ -1,8 +1,8 @@
 """The tools Sluice's tool-runner executes: typed functions registered in one place (`registry.py`).
 
 The runtime looks a tool up with `get_tool`, runs it with `Tool.invoke` and enforces its `timeout_s` and
-`max_output_bytes`; the agent-runner offers tools to the model with `all_specs`. This package does no I/O
-at import and knows nothing of NATS.
+`max_output_bytes`; the tool-runner advertises them in the catalog, where the agent-runner finds them. This
+package does no I/O at import and knows nothing of NATS.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from typing import Any
 
 from sluice.errors import InvalidInput
 
-from .ask_user import ask_user
 from .calculator import calculator
 from .clock import clock
 from .errors import ToolArgumentError, ToolError
@@ -28,7 +27,6 @@ _TOOLS = [
     Tool.from_function(clock),
     Tool.from_function(convert_units),
     Tool.from_function(search_docs),
-    Tool.from_function(ask_user, interactive=True),
     # Its own cap as its timeout, so a test's deadline (not this default) decides when it is cut off.
     Tool.from_function(slow_echo, timeout_s=MAX_SECONDS),
 ]

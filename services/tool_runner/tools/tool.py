@@ -32,17 +32,12 @@ _ACCEPTED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KE
 
 @dataclass(frozen=True, eq=False)
 class Tool:
-    """One callable tool. `timeout_s` and `max_output_bytes` are limits the runtime enforces, not `invoke`.
-
-    `interactive` tools are offered to the model but never run by the tool-runner: the agent-runner
-    intercepts the call and pauses the task for a human.
-    """
+    """One callable tool. `timeout_s` and `max_output_bytes` are limits the runtime enforces, not `invoke`."""
 
     name: str
     description: str
     fn: Callable[..., Any]
     parameters: type[msgspec.Struct]
-    interactive: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     _decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False)
@@ -63,7 +58,6 @@ class Tool:
         *,
         name: str | None = None,
         parameters: type[msgspec.Struct] | None = None,
-        interactive: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> Tool:
@@ -80,7 +74,7 @@ class Tool:
         params = parameters or _parameters_from_signature(fn, name)
         # Fail at registration, not at the first call, if the Struct's fields do not fit the function.
         inspect.signature(fn).bind(**dict.fromkeys(params.__struct_fields__))
-        return cls(name, description, fn, params, interactive, timeout_s, max_output_bytes)
+        return cls(name, description, fn, params, timeout_s, max_output_bytes)
 
     def openai_spec(self) -> dict[str, Any]:
         """The entry for the OpenAI `tools` list; a fresh copy, so callers may add to it."""
@@ -92,6 +86,11 @@ class Tool:
                 "parameters": copy.deepcopy(self._schema),
             },
         }
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the arguments (a fresh copy), as the catalog advertises it."""
+        return copy.deepcopy(self._schema)
 
     def decode_arguments(self, arguments_json: str) -> msgspec.Struct:
         """Strictly decode the model's arguments: no coercion, no unknown fields, missing fields named.
