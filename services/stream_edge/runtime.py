@@ -18,8 +18,8 @@ import nats.js.errors
 from starlette.responses import Response
 
 from sluice.bus import Bus
-from sluice.permissions import needs_of
 from sluice.catalog import CatalogView
+from sluice.permissions import needs_of
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
 from stream_edge.settings import EdgeSettings

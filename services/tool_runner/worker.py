@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 
 from sluice import subjects
 from sluice.bus import Bus
+from sluice.signals import first_of
 
 from .handler import Disposition, ToolCallHandler
 from .metrics import ToolMetrics
@@ -77,7 +78,7 @@ class ToolWorker:
             free = self.settings.concurrency - len(self._calls)
             if free <= 0:
                 self._slot_freed.clear()
-                await _first_of(self._slot_freed, stopping)
+                await first_of(self._slot_freed, stopping)
                 continue
             try:
                 msgs = await sub.fetch(batch=free, timeout=self.settings.fetch_timeout_s)
@@ -85,7 +86,7 @@ class ToolWorker:
                 continue
             except nats.errors.Error as exc:  # reconnecting, or the consumer is being recreated: try again soon
                 log.warning("fetching tool calls failed: %s", exc)
-                await _first_of(stopping, timeout_s=self.settings.retry_delay_s)
+                await first_of(stopping, timeout_s=self.settings.retry_delay_s)
                 continue
             for msg in msgs:
                 if stopping.is_set():  # arrived after the stop: hand it straight back
@@ -162,14 +163,3 @@ class ToolWorker:
             self._unsettled.pop(id(msg), None)
         if late:
             log.info("handed %d unfinished tool calls back to the stream", len(late))
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float | None = None) -> None:
-    """Returns when any of `events` is set, or after `timeout_s`."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

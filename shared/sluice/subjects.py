@@ -12,8 +12,8 @@ from sluice.errors import InvalidInput
 from sluice.ids import parse_task_id
 
 __all__ = [
-    "CONTEXTS_BUCKET",
     "CATALOG_BUCKET",
+    "CONTEXTS_BUCKET",
     "CONTROL_PREFIX",
     "EVENTS_STREAM",
     "HANDBACKS_BUCKET",

@@ -107,6 +107,12 @@ FORBIDDEN_PUBLISH: list[tuple[str, str]] = [
     ("subscriber", jsapi.kv_key(subjects.TASKS_BUCKET, T)),
     ("subscriber", jsapi.msg_get(jsapi.kv_stream(subjects.TASKS_BUCKET))),
     ("subscriber", f"$JS.API.STREAM.PURGE.{subjects.EVENTS_STREAM}"),
+    # the catalog: a runner writes its own kind's advertisement, only an agent-runner registers agents, the edge reads
+    ("tool-runner", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_runner_key("agent-runner", "forged"))),
+    ("tool-runner", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_known_key("assistant"))),
+    ("agent-runner", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_runner_key("tool-runner", "forged"))),
+    ("edge", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_known_key("assistant"))),
+    ("subscriber", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_known_key("assistant"))),
     # the admin provisions; it does not write tasks' data
     ("admin", subjects.event(T, "task.completed")),
     ("admin", subjects.work(T)),
@@ -242,6 +248,37 @@ async def test_allowed_work_of_each_identity_goes_through(authed: AuthedNats, ad
             assert bus.state.refused == {}, f"{bus.state.identity} was refused {bus.state.refused}"
     finally:
         for bus in (edge, runner, tool, reader):
+            await bus.close()
+
+
+async def test_the_catalog_works_on_the_grants_alone(authed: AuthedNats, admin: Bus) -> None:
+    """Each runner advertises under its own identity; the edge and the agent-runner watch; nothing is refused."""
+    from sluice.catalog import Advertiser, AgentAdvert, CatalogView, RunnerAdvert, ToolAdvert
+    from support.catalog_watch import until_catalog
+
+    edge, runner, tool = [await _as(authed, i) for i in ("edge", "agent-runner", "tool-runner")]
+    stopping = asyncio.Event()
+    adverts = [
+        Advertiser(runner, RunnerAdvert(runner="r1", kind="agent-runner", agents=[AgentAdvert(name="perm-agent")])),
+        Advertiser(tool, RunnerAdvert(runner="t1", kind="tool-runner", tools=[ToolAdvert(name="perm_tool")])),
+    ]
+    views = [CatalogView(edge), CatalogView(runner)]
+    try:
+        tasks = [asyncio.create_task(a.run(stopping)) for a in adverts]
+        for view in views:
+            await view.start()
+            await until_catalog(view, lambda v=view: v.is_known("perm-agent") and [t.name for t in v.tools()])
+        assert await views[0].confirm_known("perm-agent")
+        stopping.set()
+        await asyncio.gather(*tasks)
+        for bus in (edge, runner, tool):
+            await bus.nc.flush()
+            assert bus.state.refused == {}, f"{bus.state.identity} was refused {bus.state.refused}"
+    finally:
+        stopping.set()
+        for view in views:
+            await view.stop()
+        for bus in (edge, runner, tool):
             await bus.close()
 
 

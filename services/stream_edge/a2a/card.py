@@ -3,15 +3,24 @@
 URLs come from the edge's `base_url` (`SLUICE_PUBLIC_URL`, else its own `http://host:port`), never from the
 request. One skill per agent and crew of the live catalog (CONTRACT §9: what the agent-runners advertise); the
 route rebuilds the card when the catalog changes and serves it from memory otherwise.
+
+Two shapes (`card_document`): a client gets the A2A 1.0 card — exactly the 1.0 `AgentCard` message, no 0.3-only
+top-level fields (`url`, `preferredTransport`, `protocolVersion`, `additionalInterfaces`) — unless it asks for 0.3
+with `A2A-Version: 0.3`, which gets the SDK's card with the 0.3 fields added. Each body has its own `ETag`.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.types import AgentCapabilities, AgentCard, AgentExtension, AgentInterface, AgentProvider, AgentSkill
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from sluice.catalog import AgentEntry
 from sluice.catalog.adverts import sluice_version
@@ -23,7 +32,9 @@ __all__ = [
     "JSONRPC_PATH",
     "OUTPUT_MODES",
     "REST_PREFIX",
+    "CardDocument",
     "agent_card",
+    "card_document",
 ]
 
 JSONRPC_PATH = "/a2a"
@@ -95,3 +106,19 @@ def agent_card(base_url: str, agents: Sequence[AgentEntry]) -> AgentCard:
         default_output_modes=OUTPUT_MODES,
         skills=[_skill(entry) for entry in agents],
     )
+
+
+@dataclass(frozen=True)
+class CardDocument:
+    body: bytes
+    etag: str
+
+
+@functools.lru_cache(maxsize=16)
+def card_document(base_url: str, agents: tuple[AgentEntry, ...], *, legacy: bool = False) -> CardDocument:
+    """The card's JSON bytes and ETag: the 1.0 card, or with `legacy` the card a 0.3 client reads. Cached per
+    catalog state (entries without runner counts, so a runner coming or going does not rebuild the card)."""
+    card = agent_card(base_url, agents)
+    shape = agent_card_to_dict(card) if legacy else json_format.MessageToDict(card)
+    body = json.dumps(shape, separators=(",", ":"), sort_keys=True).encode()
+    return CardDocument(body=body, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')

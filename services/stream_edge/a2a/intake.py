@@ -112,9 +112,17 @@ async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
         budget=budget,
         context_id=message.context_id or None,
     )
-    # A repeated message (a client retrying after a lost response) is the same task, not a second one.
+    # A repeated message (a client retrying after a lost response) is the same task, not a second one; a messageId
+    # reused for a different message is the client's mistake, not a retry, and must not answer with the old task.
     key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
-    return await edge.tasks.submit(request, idempotency_key=key)
+    record = await edge.tasks.submit(request, idempotency_key=key)
+    same_context = not message.context_id or record.context_id == message.context_id
+    if record.input != text or record.agent != agent or not same_context:
+        raise InvalidParamsError(
+            message=f"messageId {message.message_id!r} was already used for a different message; use a new messageId",
+            data={"code": "message_id_reused", "field": "message.messageId"},
+        )
+    return record
 
 
 def _metadata(params: SendMessageRequest) -> dict[str, Any]:

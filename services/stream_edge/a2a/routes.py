@@ -9,6 +9,7 @@ exact. The edge runtime reaches the handler through the call context (`EDGE_STAT
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from a2a.server.context import ServerCallContext
 from a2a.server.jsonrpc_models import InternalError as JSONRPCInternalError
 from a2a.server.jsonrpc_models import JSONRPCError
-from a2a.server.request_handlers.response_helpers import agent_card_to_dict, build_error_response
+from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.server.routes.common import DefaultServerCallContextBuilder, create_event_source_response
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
 from a2a.server.routes.rest_dispatcher import RestDispatcher
@@ -28,10 +29,10 @@ from a2a.utils.errors import A2AError, InvalidRequestError
 from fastapi import APIRouter
 from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from stream_edge.a2a.card import JSONRPC_PATH, REST_PREFIX, agent_card
+from stream_edge.a2a.card import JSONRPC_PATH, REST_PREFIX, card_document
 from stream_edge.a2a.handler import EDGE_STATE_KEY, SluiceRequestHandler
 from stream_edge.a2a.mapping import event_id_of
 from stream_edge.deps import runtime
@@ -40,6 +41,7 @@ from stream_edge.settings import EdgeSettings
 __all__ = ["a2a_routes", "router"]
 
 log = logging.getLogger(__name__)
+_LEGACY_VERSIONS = frozenset({"0.3", "0.3.0"})
 
 _STREAM_KINDS = ("task", "statusUpdate", "artifactUpdate", "message")
 # Streams end promptly on shutdown: the hub's grace covers the native streams, this the A2A ones.
@@ -126,10 +128,23 @@ class _Rest(RestDispatcher):
 
 
 async def _card(request: Request) -> Response:
+    """The 1.0 card, or the 0.3 one for `A2A-Version: 0.3`; `304` when `If-None-Match` names the current ETag."""
     settings: EdgeSettings = request.app.state.settings
     edge = runtime(request)
-    card = agent_card(settings.base_url, edge.catalog.agents())
-    return JSONResponse(agent_card_to_dict(card), headers={"Cache-Control": "public, max-age=60"})
+    legacy = request.headers.get(VERSION_HEADER, "").strip() in _LEGACY_VERSIONS
+    agents = tuple(dataclasses.replace(entry, runners=0) for entry in edge.catalog.agents())
+    document = card_document(settings.base_url, agents, legacy=legacy)
+    headers = {"Cache-Control": "public, max-age=60", "ETag": document.etag, "Vary": VERSION_HEADER}
+    if _matches(request.headers.get("if-none-match"), document.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(document.body, media_type="application/json", headers=headers)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 def _rebind(route: Route, dispatcher: RestDispatcher) -> Callable[[Request], Awaitable[Response]]:
@@ -149,6 +164,8 @@ def a2a_routes(handler: SluiceRequestHandler | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_WELL_KNOWN_PATH, _card, methods=["GET"], name="a2a_agent_card"),
         Route(JSONRPC_PATH, jsonrpc.handle_requests, methods=["POST"], name="a2a_jsonrpc"),
+        # Some clients join the card's URL with a slash: the same endpoint.
+        Route(JSONRPC_PATH + "/", jsonrpc.handle_requests, methods=["POST"], name="a2a_jsonrpc_slash"),
     ]
     for route in create_rest_routes(handler, builder, enable_v0_3_compat=True, path_prefix=REST_PREFIX):
         # Only plain routes: the SDK also mounts a catch-all `/{tenant}/...` copy at the root, which would shadow

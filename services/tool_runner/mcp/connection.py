@@ -34,6 +34,7 @@ from tenacity import wait_exponential_jitter
 from sluice import subjects
 from sluice.catalog import ToolAdvert
 from sluice.errors import InvalidInput
+from sluice.signals import first_of
 
 from ..tools import ToolError
 from .config import McpServerConfig
@@ -143,7 +144,7 @@ class McpConnection:
             try:
                 while True:
                     self._list_changed.clear()
-                    await _first_of(closed, stopping, self._list_changed)
+                    await first_of(closed, stopping, self._list_changed)
                     if stopping.is_set():
                         return
                     if closed.is_set():
@@ -257,16 +258,6 @@ async def _relay(source: Any, sink: Any, closed: asyncio.Event) -> None:
         pass
     finally:
         closed.set()
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def _result_text(result: types.CallToolResult) -> str:

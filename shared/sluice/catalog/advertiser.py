@@ -21,6 +21,7 @@ from sluice import jsapi, subjects
 from sluice.bus import Bus
 from sluice.catalog.adverts import KnownAgent, RunnerAdvert, encode_advert
 from sluice.clock import now_iso
+from sluice.signals import first_of
 
 __all__ = ["Advertiser"]
 
@@ -53,7 +54,7 @@ class Advertiser:
             while not stopping.is_set():
                 self._changed.clear()
                 await self._write()
-                await _first_of(stopping, self._changed, timeout_s=self.ttl_s / 3)
+                await first_of(stopping, self._changed, timeout_s=self.ttl_s / 3)
         finally:
             await self._withdraw()
 
@@ -87,13 +88,3 @@ class Advertiser:
                 await kv.delete(self.key)
         except (nats.errors.Error, TimeoutError) as exc:  # the TTL removes it soon anyway
             log.warning("catalog advertisement not removed: %s", exc or type(exc).__name__, extra={"key": self.key})
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

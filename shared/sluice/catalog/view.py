@@ -97,6 +97,7 @@ class CatalogView:
         self.version = 0
         self.changed = asyncio.Event()  # set on every change; a waiter clears it before it waits
         self._runners: dict[str, RunnerAdvert] = {}
+        self._raw: dict[str, bytes] = {}  # the last value of every key, to tell a refresh from a change
         self._known: dict[str, KnownAgent] = {}
         self._logged: set[str] = set()
         self._kv: KeyValue | None = None
@@ -138,6 +139,12 @@ class CatalogView:
     # ------------------------------------------------------------------ applying updates
 
     def _apply(self, key: str, value: bytes | None, *, deleted: bool) -> None:
+        if not deleted and value and self._raw.get(key) == value:
+            return  # a refresh that changes nothing: no new version, nobody woken
+        if deleted or not value:
+            self._raw.pop(key, None)
+        else:
+            self._raw[key] = value
         if key.startswith(_RUNNERS):
             if deleted or not value:
                 self._runners.pop(key, None)
