@@ -32,7 +32,19 @@ $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd tests/node && npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm is missing: the Node client tests will be skipped"; fi
 
-node-deps: $(NODE_DEPS)
+# The reference MCP server the tool-runner's MCP tests run over stdio, pinned in tests/mcp_everything/.
+MCP_EVERYTHING_DEPS := tests/mcp_everything/node_modules/.package-lock.json
+$(MCP_EVERYTHING_DEPS): tests/mcp_everything/package.json tests/mcp_everything/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tests/mcp_everything && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm is missing: the MCP server-everything test will be skipped"; fi
+
+# The JavaScript tool-runner the tests run (the official @nats-io packages), pinned in tests/js_tool_runner/.
+JS_TOOL_RUNNER_DEPS := tests/js_tool_runner/node_modules/.package-lock.json
+$(JS_TOOL_RUNNER_DEPS): tests/js_tool_runner/package.json tests/js_tool_runner/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tests/js_tool_runner && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm is missing: the JavaScript tool-runner test will be skipped"; fi
+
+node-deps: $(NODE_DEPS) $(MCP_EVERYTHING_DEPS) $(JS_TOOL_RUNNER_DEPS)
 
 test: $(STAMP) system-deps node-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

@@ -21,6 +21,7 @@ from sluice import subjects
 from sluice.events import LOG_EVENT_CLASSES, event_type
 from sluice.ids import TASK_ID_PATTERN
 from sluice.messages import ControlMessage, ToolCallMessage, WorkMessage
+from stream_edge.asyncapi_tools import ADVERT_TYPES, tool_channels, tool_messages, tool_operations
 
 __all__ = ["ASYNCAPI_VERSION", "build_document", "router"]
 
@@ -48,6 +49,7 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
         ToolCallMessage,
         ControlMessage,
         ev.TaskRecord,
+        *ADVERT_TYPES,
     )
     _, schemas = msgspec.json.schema_components(types, ref_template=_SCHEMAS)
     schemas["NatsHeaders"] = _HEADERS
@@ -64,6 +66,7 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
     messages["TaskRecord"] = _message(
         "task_record", "A task's record", "TaskRecord", "The KV value; changed by compare-and-set only."
     )
+    messages.update(tool_messages())
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -83,8 +86,8 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
                 "description": "Any node of the cluster; services read the URLs from SLUICE_NATS_URL.",
             }
         },
-        "channels": _channels(messages),
-        "operations": _operations(),
+        "channels": {**_channels(messages), **tool_channels()},
+        "operations": {**_operations(), **tool_operations()},
         "components": {"schemas": schemas, "messages": messages, "parameters": _PARAMETERS},
     }
 
@@ -181,7 +184,10 @@ def _address(builder: Any, *extra: str) -> str:
 def _event_message(cls: type[ev.Event]) -> dict[str, Any]:
     kind = event_type(cls)
     terminal = " Terminal: always the task's last event." if kind in ev.TERMINAL_TYPES else ""
-    return _message(kind, f"{kind} event", cls.__name__, f"Subject `sluice.evt.{{task_id}}.{kind}`.{terminal}")
+    msg_id = {"tool.started": "start", "tool.completed": "done"}.get(kind)
+    by_tool_runner = f" Nats-Msg-Id `{{task_id}}:tool:{{call_id}}:{msg_id}`." if msg_id else ""
+    description = f"Subject `sluice.evt.{{task_id}}.{kind}`.{terminal}{by_tool_runner}"
+    return _message(kind, f"{kind} event", cls.__name__, description)
 
 
 def _message(name: str, title: str, schema: str, description: str) -> dict[str, Any]:
