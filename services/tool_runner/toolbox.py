@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sluice.catalog import ToolAdvert
 
 from .advert import tool_advert
 from .invocable import Invocable
-from .mcp import McpConnection, McpServerConfig
+from .mcp import McpServerConfig
 from .tools import DEFAULT_MAX_OUTPUT_BYTES, Tool
+
+if TYPE_CHECKING:
+    from .mcp.connection import McpConnection
 
 __all__ = ["Toolbox"]
 
@@ -32,9 +36,13 @@ class Toolbox:
         self.registry = registry
         self.on_change = on_change
         limit = max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES
-        self.connections = [
-            McpConnection(config, max_output_bytes=limit, on_change=self._changed) for config in servers
-        ]
+        self.connections: list[McpConnection] = []
+        if servers:  # the MCP SDK is imported only by a tool-runner that has MCP servers
+            from .mcp.connection import McpConnection
+
+            self.connections = [
+                McpConnection(config, max_output_bytes=limit, on_change=self._changed) for config in servers
+            ]
 
     def _changed(self) -> None:
         self.on_change()

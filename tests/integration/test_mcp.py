@@ -162,15 +162,20 @@ async def test_servers_that_cannot_start_or_hang_are_logged_and_the_rest_keeps_w
     missing = McpServerConfig(name="missing", command="/nonexistent/mcp-server", init_timeout_s=2.0)
     hangs = McpServerConfig(name="hangs", command=sys.executable, args=("-c", "import time; time.sleep(600)"),
                             init_timeout_s=0.5)  # fmt: skip
-    async with running_toolbox(missing, hangs, demo_stdio()) as box:
+    malformed = McpServerConfig(name="malformed", command=sys.executable,
+                                args=(str(TESTS / "support" / "mcp_malformed.py"),), init_timeout_s=5.0)  # fmt: skip
+    names = ("missing", "hangs", "malformed")
+    async with running_toolbox(missing, hangs, malformed, demo_stdio()) as box:
         await until(box, lambda: box.get("demo__add"))
-        await until(box, lambda: {"missing", "hangs"} <= {
-            name for name in ("missing", "hangs") if any(f"MCP server {name} did not start" in r.getMessage()
-                                                        for r in caplog.records)})  # fmt: skip
+        await until(box, lambda: set(names) <= {
+            name for name in names if any(f"MCP server {name} did not start" in r.getMessage()
+                                          for r in caplog.records)})  # fmt: skip
         ok = await run(box, "demo__add", '{"a": 1, "b": 2}')
         calculator = await run(box, "calculator", '{"expression": "6*7"}')
     assert ok.ok and calculator.ok and calculator.result == "42"
-    assert [a.name for a in box.adverts() if a.name.startswith(("missing__", "hangs__"))] == []
+    assert [a.name for a in box.adverts() if a.name.startswith(("missing__", "hangs__", "malformed__"))] == []
+    for name in names:  # logged once, though each is retried with backoff
+        assert sum(f"MCP server {name} did not start" in r.getMessage() for r in caplog.records) == 1, name
 
 
 async def test_the_reference_everything_server_over_stdio() -> None:

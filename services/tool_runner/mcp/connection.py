@@ -108,7 +108,16 @@ class McpConnection:
             try:
                 await self._serve(stopping)
                 failures = 0
-            except (_Closed, OSError, McpError, TimeoutError, anyio.BrokenResourceError, ExceptionGroup) as exc:
+            # ValueError: what the SDK raises for an answer that does not validate (a malformed tools list, ...).
+            except (
+                _Closed,
+                OSError,
+                McpError,
+                TimeoutError,
+                ValueError,
+                anyio.BrokenResourceError,
+                ExceptionGroup,
+            ) as exc:
                 if _is_closed(exc):
                     log.warning("MCP server %s closed its connection; restarting it", self.name)
                     failures = 1
