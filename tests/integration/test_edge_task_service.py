@@ -16,6 +16,7 @@ from sluice.events import TaskCanceled, TaskFailed, TaskRecord, TaskSubmitted, T
 from sluice.ids import new_task_id
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
+from support.catalog import any_agent
 from support.edge import task_message_counts
 
 
@@ -37,11 +38,6 @@ class WorkQueueDown:
 @pytest.fixture(scope="module")
 async def store(bus: Bus) -> TaskStore:
     return TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))
-
-
-async def any_agent(name: str) -> bool:
-    """These tests are about what happens after the catalog check (routes test the check itself)."""
-    return True
 
 
 def request(text: str = "hello") -> TaskSubmittedData:

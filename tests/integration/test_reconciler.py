@@ -29,6 +29,7 @@ from sluice.provision import provision
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
 from stream_edge.reconciler import LEASE_KEY, Lease, Reconciler
+from support.catalog import any_agent
 from support.nats_server import NatsServer, running_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -84,14 +85,14 @@ async def work_messages(bus: Bus, task_id: str) -> list[str]:
 
 
 def reconciler(bus: Bus, store: TaskStore, leases: Any, **options: float) -> Reconciler:
-    return Reconciler(TaskService(bus, store), Lease(leases, LEASE_KEY, "test"), interval_s=0.2, **options)
+    return Reconciler(TaskService(bus, store, any_agent), Lease(leases, LEASE_KEY, "test"), interval_s=0.2, **options)
 
 
 async def test_a_submission_whose_work_publish_died_is_reenqueued_by_the_reconciler(
     own_nats: tuple[NatsServer, Bus, TaskStore],
 ) -> None:
     server, bus, store = own_nats
-    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store)  # type: ignore[arg-type]
+    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store, any_agent)  # type: ignore[arg-type]
     request = TaskSubmittedData(input="stranded?", agent="assistant", history=[], metadata={})
     with pytest.raises(Unavailable):
         await flaky.submit(request)
@@ -113,7 +114,7 @@ async def test_a_record_changed_within_the_grace_period_is_left_to_its_writer(
     own_nats: tuple[NatsServer, Bus, TaskStore],
 ) -> None:
     _, bus, store = own_nats
-    service = TaskService(bus, store)
+    service = TaskService(bus, store, any_agent)
     record = await service.submit(TaskSubmittedData(input="busy", agent="assistant", history=[], metadata={}))
     await bus.js.purge_stream(subjects.WORK_STREAM)  # as if not yet published: the writer is still at it
     repair = reconciler(bus, store, await bus.js.key_value(subjects.LEASES_BUCKET), grace_s=600.0)
@@ -128,7 +129,7 @@ async def test_cancel_of_a_working_task_whose_resume_died_half_way_publishes_tas
     """The answer was stored and the record moved to `working`, but the work message never was: no runner holds
     the task nor ever will, so the cancel itself must end it."""
     server, bus, store = own_nats
-    service = TaskService(bus, store)
+    service = TaskService(bus, store, any_agent)
     record = await service.submit(TaskSubmittedData(input="ask me", agent="assistant", history=[], metadata={}))
     await bus.js.purge_stream(subjects.WORK_STREAM)  # a runner took the task and asked a question:
     await store.update(record.id, lambda r: msgspec.structs.replace(r, state="working"))
@@ -136,7 +137,7 @@ async def test_cancel_of_a_working_task_whose_resume_died_half_way_publishes_tas
     seq = await EventWriter(bus, "agent-runner").emit(TaskInputRequired, record.id, data, msg_id=f"{record.id}:ask")
     await store.update(record.id, lambda r: msgspec.structs.replace(r, state="input-required", last_event_id=str(seq)))
 
-    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store)  # type: ignore[arg-type]
+    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store, any_agent)  # type: ignore[arg-type]
     with pytest.raises(Unavailable):
         await flaky.provide_input(record.id, text="Paris")
     await back(server, bus)

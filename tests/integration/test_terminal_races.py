@@ -32,6 +32,7 @@ from sluice.events import (
 from sluice.ids import new_task_id
 from sluice.records import TaskStore
 from stream_edge.commands import TaskService
+from support.catalog import any_agent
 from support.tool_runner import create_task, publish_call, running_worker
 from support.waiting import eventually
 from tool_runner.metrics import ToolMetrics
@@ -93,7 +94,7 @@ async def ask(bus: Bus, store: TaskStore, task_id: str) -> None:
 
 async def test_an_answer_racing_a_cancel_is_never_logged_after_task_canceled(bus: Bus) -> None:
     store = await _store(bus)
-    service = TaskService(bus, store)
+    service = TaskService(bus, store, any_agent)
     rng = random.Random(SEED)
     broken: list[str] = []
     for _ in range(ROUNDS):
@@ -109,7 +110,7 @@ async def test_an_answer_racing_a_cancel_is_never_logged_after_task_canceled(bus
 
 async def test_two_cancels_racing_end_the_task_once(bus: Bus) -> None:
     store = await _store(bus)
-    service = TaskService(bus, store)
+    service = TaskService(bus, store, any_agent)
     rng = random.Random(SEED)
     broken: list[str] = []
     for _ in range(ROUNDS):

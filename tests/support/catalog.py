@@ -23,7 +23,7 @@ from sluice.catalog.adverts import encode_advert
 from tool_runner.advert import tool_advert
 from tool_runner.tools import REGISTRY
 
-__all__ = ["advertise_shipped_agents", "static_tools"]
+__all__ = ["advertise_shipped_agents", "any_agent", "static_tools"]
 
 
 def static_tools() -> dict[str, ToolDescriptor]:
@@ -40,3 +40,9 @@ async def advertise_shipped_agents(bus: Bus) -> list[str]:
         with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
             await kv.create(subjects.catalog_known_key(name), encode_advert(KnownAgent(name=name)))
     return names
+
+
+async def any_agent(name: str) -> bool:
+    """An agent check that accepts every name: for tests of what `TaskService` does after the catalog check (the
+    check itself is tested through the edge, tests/integration/test_catalog.py)."""
+    return True
