@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "edge": "bench.edge_fanout",
     "runner": "bench.runner_pipeline",
     "idle": "bench.idle_streams",
+    "first-token": "bench.first_token",
 }
 
 

@@ -29,7 +29,7 @@ import openai
 
 from agent_runner.settings import DEFAULT_DELTA_WINDOW_MS
 from bench.procs import cpu_seconds, free_port
-from sluice import subjects
+from sluice import msgids, subjects
 from sluice.bus import Bus, connect
 from sluice.clock import now_iso
 from sluice.config import CommonConfig
@@ -178,8 +178,10 @@ async def submit(bus: Bus, store: TaskStore, writer: EventWriter, text: str) -> 
     await store.create(TaskRecord(id=task_id, state="submitted", agent="assistant", input=text, created_at=now,
                                   updated_at=now))  # fmt: skip
     data = TaskSubmittedData(input=text, agent="assistant", history=[], metadata={}, budget=Budget())
-    await writer.emit(TaskSubmitted, task_id, data, msg_id=f"{task_id}:submitted")
-    await bus.publish(subjects.work(task_id), encode(WorkMessage(task_id=task_id)), msg_id=f"{task_id}:run:submitted")
+    await writer.emit(TaskSubmitted, task_id, data, msg_id=msgids.submitted(task_id))
+    await bus.publish(
+        subjects.work(task_id), encode(WorkMessage(task_id=task_id)), msg_id=msgids.run_submitted(task_id)
+    )
     return task_id
 
 

@@ -102,7 +102,11 @@ async def submit_task(
     if encoding is None:
         return record_json(record, 201, location)
     try:
-        response = await edge.hub.open(StreamRequest(record.id, encoding))
+        # A task this request created (no Idempotency-Key: never an earlier task): its record names its first
+        # event, task.submitted, so the stream follows the task live from there without reading the log first.
+        created = idempotency_key is None and record.last_event_id is not None
+        first_seq = int(record.last_event_id) if created and record.last_event_id else None
+        response = await edge.hub.open(StreamRequest(record.id, encoding, first_seq=first_seq))
     except Unavailable as exc:
         # The task exists: say so rather than fail the request. The client streams it later from Location.
         log.warning("task created but no stream opened: %s", exc.message, extra={"task_id": record.id})

@@ -69,3 +69,40 @@ async def test_the_raw_route_answers_errors_as_the_api_does(common_config: Commo
         done = await edge.client.get(f"/v1/tasks/{task_id}/events", params={"follow": "false"})
         assert done.status_code == 200 and isinstance(done, httpx.Response)
         assert "event: task.submitted" in done.text
+
+
+async def _metric(edge: object, name: str) -> float:
+    text = (await edge.client.get("/metrics")).text  # type: ignore[attr-defined]
+    line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_create_and_stream_follows_the_new_task_live_from_its_first_event_and_repeats_read_the_log(
+    common_config: CommonConfig, bus: Bus
+) -> None:
+    sse = {"Accept": "text/event-stream"}
+    async with running_edge(common_config, bus) as edge:
+        replays = await _metric(edge, "sluice_edge_catchup_replays_total")
+        async with edge.client.stream("POST", "/v1/tasks", json={"input": "x"}, headers=sse) as created:
+            assert created.status_code == 201
+            reader = FrameReader(created)
+            first = await reader.read(until=lambda fs: any(f.type == "task.submitted" for f in fs))
+            task_id = created.headers["location"].rsplit("/", 1)[1]
+            assert (await edge.client.post(f"/v1/tasks/{task_id}/cancel", json={})).status_code == 202
+            rest = await reader.read(timeout_s=10)
+        live = [f.id for f in first + rest if f.type]
+        # No read of the log: the stream went straight to the task's feed, from task.submitted on.
+        assert await _metric(edge, "sluice_edge_catchup_replays_total") == replays
+        log = await edge.client.get(f"/v1/tasks/{task_id}/events", params={"follow": "false"})
+        logged = [line.split(": ", 1)[1] for line in log.text.splitlines() if line.startswith("id: ")]
+        assert live == logged and len(logged) == 2
+        # A repeated Idempotency-Key names a task that already ran: its stream is read from the log, whole.
+        keyed = {"Idempotency-Key": "repeat-me"}
+        earlier = (await edge.client.post("/v1/tasks", json={"input": "y"}, headers=keyed)).json()["id"]
+        assert (await edge.client.post(f"/v1/tasks/{earlier}/cancel", json={})).status_code == 202
+        log = await edge.client.get(f"/v1/tasks/{earlier}/events", params={"follow": "false"})
+        logged = [line.split(": ", 1)[1] for line in log.text.splitlines() if line.startswith("id: ")]
+        async with edge.client.stream("POST", "/v1/tasks", json={"input": "y"}, headers={**sse, **keyed}) as again:
+            assert again.headers["location"].endswith(earlier)
+            repeated = await FrameReader(again).read(timeout_s=10)
+        assert [f.id for f in repeated if f.type] == logged and len(logged) == 2

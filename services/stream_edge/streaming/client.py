@@ -82,7 +82,14 @@ class ClientStream:
 
     # ------------------------------------------------------------------ before the response
 
-    async def prepare(self, snapshot: TaskRecord | None) -> None:
+    async def prepare(self, snapshot: TaskRecord | None, first_seq: int | None = None) -> None:
+        if self.follow and snapshot is None and first_seq is not None and self.sub.last_seq < first_seq:
+            self.sub.last_seq = first_seq - 1  # the same position: nothing of the task lies before first_seq
+            fresh = self._ctx.feeds.feed_for(self.task_id, first_seq - 1)
+            if fresh.covers(first_seq - 1):
+                fresh.attach(self.sub)
+                self.feed = fresh
+                return
         if snapshot is not None:
             self._preamble.append(opening.snapshot_frame(self.encoding, snapshot))
             self.sub.last_seq = parse_event_id(snapshot.last_event_id or "0")

@@ -124,7 +124,7 @@ class StreamHub:
         assert self._no_streams is not None
         self._no_streams.clear()
         try:
-            await stream.prepare(request.snapshot)
+            await stream.prepare(request.snapshot, request.first_seq)
         except BaseException:
             stream.release()
             raise
