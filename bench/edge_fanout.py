@@ -106,10 +106,10 @@ async def fill(bus: Bus, task_id: str, count: int, first_n: int = 0) -> int:
 # ---------------------------------------------------------------------- processes
 
 
-async def loadgen(*args: str) -> asyncio.subprocess.Process:
+async def loadgen(*args: str, module: str = "bench.loadgen") -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.loadgen", *args,
+        sys.executable, "-m", module, *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
 
@@ -179,14 +179,18 @@ class FanoutResult:
 
 
 async def fanout(
-    bus: Bus, edge: Proc, nats: Proc, tasks_n: int, clients: int, rate: float, duration_s: float
+    bus: Bus, edge: Proc | None, nats: Proc, tasks_n: int, clients: int, rate: float, duration_s: float
 ) -> FanoutResult:
+    """`edge` None: the NATS-only ceiling (bench/nats_sink.py: the same consumers, no HTTP; its CPU is `edge`)."""
     tasks = [new_task_id() for _ in range(tasks_n)]
-    gen = await loadgen("fanout", edge.url, ",".join(tasks), str(clients))
+    if edge is None:
+        gen = await loadgen(nats.url, ",".join(tasks), module="bench.nats_sink")
+    else:
+        gen = await loadgen("fanout", edge.url, ",".join(tasks), str(clients))
     try:
         await expect(gen, "READY")
         await asyncio.sleep(1.0)  # the streams have their headers; let them reach the live feed / consumer
-        meter = CpuMeter({"edge": edge.pid, "loadgen": gen.pid, "nats": nats.pid})
+        meter = CpuMeter({"edge": edge.pid if edge else gen.pid, "loadgen": gen.pid, "nats": nats.pid})
         meter.start()
         last, achieved = await publish_rate(bus, tasks, rate, duration_s)
         cpu = meter.stop()
@@ -249,7 +253,7 @@ def why_over(r: FanoutResult) -> str:
 
 
 async def capacity(
-    bus: Bus, edge: Proc, nats: Proc, tasks_n: int, clients: int, args: argparse.Namespace
+    bus: Bus, edge: Proc | None, nats: Proc, tasks_n: int, clients: int, args: argparse.Namespace
 ) -> tuple[float, FanoutResult | None, str]:
     best: FanoutResult | None = None
     stopped = f"held up to --max-rate {args.max_rate:.0f}"
@@ -292,6 +296,13 @@ async def part_capacity(bus: Bus, nats: Proc, args: argparse.Namespace) -> None:
                     f"{best.p99_ms:.1f}" if best else "-", f"{best.cpu['edge']:.0f}%" if best else "-",
                     f"{edge_us_per_event(best):.1f}" if best else "-", stopped,
                 ])  # fmt: skip
+    print("  capacity NATS-only 100×1 (the same consumers, no HTTP: bench/nats_sink.py)", flush=True)
+    ceiling, best, stopped = await capacity(bus, None, nats, 100, 1, args)
+    found[("nats-only", "100×1")] = ceiling
+    summary.append([
+        "nats-only", "100×1", f"{ceiling:.0f}", f"{(best.delivered_per_s if best else 0):.0f}",
+        f"{best.p99_ms:.1f}" if best else "-", f"{best.cpu['edge']:.0f}%" if best else "-", "-", stopped,
+    ])  # fmt: skip
     print("\n(2) capacity: the highest published rate with p99 ≤ 100 ms and no gap/dup/miss", flush=True)
     header = ["edge", "T×C", "published ev/s", "delivered ev/s", "p99 ms", "edge CPU", "µs/event", "next step over"]
     print(table(summary, header))
@@ -301,6 +312,11 @@ async def part_capacity(bus: Bus, nats: Proc, args: argparse.Namespace) -> None:
         base, ours = found.get(("baseline", shape), 0), found.get(("sluice", shape), 0)
         ratio = f"{ours / base:.1f}×" if base else "n/a (baseline held no step)"
         print(f"  {shape}: sluice / baseline = {ratio}")
+    ceiling = found.get(("nats-only", "100×1"), 0)
+    ours = found.get(("sluice", "100×1"), 0)
+    print(
+        f"  100×1: sluice / NATS-only ceiling = {ours / ceiling:.2f}" if ceiling else "  100×1: no NATS-only step held"
+    )
 
 
 # ---------------------------------------------------------------------- 3: idle streams
