@@ -58,7 +58,7 @@ from sluice.messages import ControlMessage, WorkMessage
 from sluice.propagation import current_trace_id
 from sluice.records import TaskStore
 from sluice.tracing import continue_span
-from stream_edge import logview
+from stream_edge import answers, logview
 from stream_edge.contexts import Conversations
 from stream_edge.errors import UnknownAgent
 
@@ -279,10 +279,9 @@ class TaskService:
             raise InvalidInput("invalid_input", "give exactly one of `input` and `approve`")
         if text is not None and not text.strip():
             raise InvalidInput("invalid_input", "input must not be empty")
-        record = await self.store.get(task_id)
+        record, ask = await answers.settled(self.bus, self.store, await self.store.get(task_id))
         if record.state != "input-required":
             raise Conflict("task_not_waiting", f"task {task_id} is {record.state}, not input-required")
-        ask = await logview.last_of_type(self.bus, task_id, "task.input_required")
         if ask is None:
             raise Conflict("task_not_waiting", f"task {task_id} has no pending question in its log")
         if text is None:

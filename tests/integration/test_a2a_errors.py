@@ -19,7 +19,7 @@ from sluice.events import TaskSubmittedData
 from sluice.ids import new_task_id
 from stream_edge.runtime import EdgeRuntime
 from support.a2a import raw_rpc
-from support.edge import EdgeUnderTest, running_edge
+from support.edge import EdgeUnderTest, record_watch_opened, running_edge
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -247,9 +247,7 @@ async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(
     import asyncio
 
     import msgspec
-    from nats.aio.msg import Msg
 
-    from sluice import subjects
     from sluice.eventlog import EventWriter
     from sluice.events import TaskInputRequired, TaskInputRequiredData, TaskRecord
 
@@ -260,24 +258,12 @@ async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(
     ask = TaskInputRequiredData(prompt="Which city?", kind="question")
     seq = await writer.emit(TaskInputRequired, record.id, ask, msg_id=f"{record.id}:ask:1:c1")
 
-    # The edge waits on a KV watch of the record: its consumer request is the event that says the answer has
-    # arrived and is waiting while the record still says `working`.
-    watching = asyncio.get_running_loop().create_future()
-
-    async def on_consumer_create(msg: Msg) -> None:
-        if record.id in msg.data.decode() and not watching.done():
-            watching.set_result(None)
-
-    create = f"$JS.API.CONSUMER.CREATE.KV_{subjects.TASKS_BUCKET}"
-    subs = [await runtime.bus.nc.subscribe(s, cb=on_consumer_create) for s in (create, f"{create}.>")]
-    await runtime.bus.nc.flush()
+    # The edge waits on a KV watch of the record: its opening says the answer is waiting while the record still
+    # says `working`.
     params = {**send_params("Paris", taskId=record.id), "configuration": {"returnImmediately": True}}
-    answer = asyncio.create_task(raw_rpc(edge.url, rpc("SendMessage", params)))
-    try:
+    async with record_watch_opened(runtime.bus, record.id) as watching:
+        answer = asyncio.create_task(raw_rpc(edge.url, rpc("SendMessage", params)))
         await asyncio.wait_for(watching, timeout=10)
-    finally:
-        for sub in subs:
-            await sub.unsubscribe()
     assert not answer.done(), answer.result().text
 
     def waiting(r: TaskRecord) -> TaskRecord:

@@ -30,7 +30,7 @@ from sluice.events import (
 )
 from sluice.messages import decode_control, decode_work
 from sluice.records import TaskStore
-from support.edge import EdgeUnderTest, running_edge, task_message_counts
+from support.edge import EdgeUnderTest, record_watch_opened, running_edge, task_message_counts
 
 TRACED = TracerProvider()
 
@@ -198,6 +198,28 @@ async def test_input_resumes_a_waiting_task_with_task_resumed_and_a_work_message
 
     again = await edge.client.post(f"/v1/tasks/{task_id}/input", json={"input": "Paris"})
     assert again.status_code == 409, "answered already: the task is working"
+
+
+async def test_an_answer_that_overtakes_the_records_input_required_waits_for_it(
+    edge: EdgeUnderTest, bus: Bus, store: TaskStore
+) -> None:
+    """A client answers the `task.input_required` it was just streamed, before the runner has recorded the state:
+    the answer waits for the record instead of being refused with 409."""
+    task_id = await submit(edge)
+    await as_runner_take(store, task_id)
+    data = TaskInputRequiredData(prompt="Run it?", kind="approval", call_id="c1", name="calculator", arguments="{}")
+    seq = await EventWriter(bus, "agent-runner").emit(TaskInputRequired, task_id, data, msg_id=f"{task_id}:ask:1:c1")
+    async with record_watch_opened(bus, task_id) as watching:
+        answer = asyncio.create_task(edge.client.post(f"/v1/tasks/{task_id}/input", json={"approve": True}))
+        await asyncio.wait_for(watching, timeout=10)
+    assert not answer.done(), answer.result().text
+
+    await store.update(task_id, lambda r: msgspec.structs.replace(r, state="input-required", last_event_id=str(seq)))
+    response = await asyncio.wait_for(answer, timeout=15)
+    assert response.status_code == 202, response.text
+    resumed = (await read_events(bus, task_id))[-1]
+    assert isinstance(resumed, TaskResumed) and resumed.data.approved is True
+    assert (await store.get(task_id)).state == "working"
 
 
 async def test_approve_records_the_decision(edge: EdgeUnderTest, bus: Bus, store: TaskStore) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import TracerProvider
 
 from sluice import subjects
@@ -40,6 +41,7 @@ __all__ = [
     "collect_stream",
     "edge_process",
     "published",
+    "record_watch_opened",
     "running_edge",
 ]
 
@@ -222,3 +224,23 @@ async def collect_stream(
 ) -> list[StreamFrame]:
     """Reads frames until the stream ends or `until` holds (one-shot; use FrameReader to read in parts)."""
     return await FrameReader(response).read(until=until, timeout_s=timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def record_watch_opened(bus: Bus, task_id: str) -> AsyncIterator[asyncio.Future[None]]:
+    """A future set when someone opens a KV watch on the task's record: the JetStream consumer request is the event
+    that says an edge is now waiting for the record to change (no sleeping to guess it has started waiting)."""
+    opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_consumer_create(msg: Msg) -> None:
+        if task_id in msg.data.decode() and not opened.done():
+            opened.set_result(None)
+
+    create = f"$JS.API.CONSUMER.CREATE.KV_{subjects.TASKS_BUCKET}"
+    subs = [await bus.nc.subscribe(s, cb=on_consumer_create) for s in (create, f"{create}.>")]
+    await bus.nc.flush()
+    try:
+        yield opened
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()

@@ -7,20 +7,16 @@
 - A `taskId`: the task must be waiting for input. Its answer is the text, or for an approval a data part
   `{"approve": bool}` (or the text yes / no) → `TaskService.provide_input`.
 
-The agent-runner publishes `task.input_required` a moment before it records the task as `input-required`, and a
-client answers the question it has just been streamed: an answer that arrives in between waits (briefly, on the
-record's KV watch) for the record to catch up instead of being refused.
+An answer that overtakes the runner's `input-required` record waits for it (`stream_edge.answers`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
 
 import msgspec
-import nats.errors
 from a2a.types import Message, Role, SendMessageRequest, TaskState
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
@@ -31,10 +27,10 @@ from a2a.utils.errors import (
 from a2a.utils.task import validate_history_length
 from google.protobuf.json_format import MessageToDict
 
-from sluice.errors import InvalidInput, Unavailable
-from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event, decode_record
+from sluice.errors import InvalidInput
+from sluice.events import Budget, TaskInputRequired, TaskRecord, TaskSubmittedData, decode_event
 from sluice.ids import CONTEXT_ID_PATTERN, is_task_id, parse_task_id
-from stream_edge import logview
+from stream_edge import answers
 from stream_edge.a2a.card import DEFAULT_AGENT
 from stream_edge.a2a.listing import context_of
 from stream_edge.a2a.mapping import A2A_STATE
@@ -44,8 +40,6 @@ __all__ = ["accept", "find_record", "state_name", "task_id_param"]
 
 _YES = frozenset({"y", "yes", "approve", "approved", "ok", "allow", "true"})
 _NO = frozenset({"n", "no", "deny", "denied", "reject", "rejected", "false"})
-# How long an answer waits for the record of a task that has just asked to say `input-required`.
-ASK_SETTLE_S = 10.0
 
 
 def state_name(state: str) -> str:
@@ -144,9 +138,7 @@ async def _answer(edge: EdgeRuntime, message: Message) -> TaskRecord:
             data={"field": "message.contextId"},
         )
     text, approve = _user_input(message)
-    ask = await logview.last_of_type(edge.bus, task_id, "task.input_required")
-    if record.state in ("submitted", "working") and ask is not None:
-        record = await _settled(edge, record, ask.seq)
+    record, ask = await answers.settled(edge.bus, edge.store, record)
     if record.terminal:
         raise UnsupportedOperationError(
             message=f"Task {task_id} is in terminal state: {state_name(record.state)}; "
@@ -166,30 +158,6 @@ async def _answer(edge: EdgeRuntime, message: Message) -> TaskRecord:
     if not text.strip():
         raise InvalidParamsError(message="the answer has no text", data={"field": "message.parts"})
     return await edge.tasks.provide_input(task_id, text=text)
-
-
-async def _settled(edge: EdgeRuntime, record: TaskRecord, ask_seq: int) -> TaskRecord:
-    """The record once it has caught up with a question the log already holds (unanswered), or as it is."""
-    answered = await logview.last_of_type(edge.bus, record.id, "task.resumed")
-    if answered is not None and answered.seq > ask_seq:
-        return record  # that question was answered: the task is simply working
-    try:
-        async with asyncio.timeout(ASK_SETTLE_S):
-            watcher = await edge.store.kv.watch(record.id)
-            try:
-                async for entry in watcher:
-                    if entry is None or entry.value is None:
-                        continue
-                    record = decode_record(entry.value)
-                    if record.state not in ("submitted", "working"):
-                        break
-            finally:
-                await watcher.stop()
-    except TimeoutError:
-        pass  # the runner has not recorded it: refuse below, the client may retry
-    except nats.errors.Error as exc:
-        raise Unavailable("nats_unavailable", f"watching task {record.id}: {type(exc).__name__}") from exc
-    return record
 
 
 def _user_input(message: Message) -> tuple[str, bool | None]:
