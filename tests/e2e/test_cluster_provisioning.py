@@ -81,10 +81,13 @@ async def test_services_provisioning_a_forming_cluster_at_once_agree_on_three_re
     buses = [await connect(config, name=f"sluice-tests-provisioner-{n}") for n in range(3)]
     try:
         with services(forming, tmp_path / "logs") as procs:
-            provisioning = [asyncio.create_task(provision(bus.js, config)) for bus in buses]
             # Each service is up, connected and provisioning, but JetStream cannot answer it yet.
             await asyncio.gather(*(asyncio.to_thread(p.start, ready_log=WAITING, timeout_s=40) for p in procs))
-            assert not any(task.done() for task in provisioning), [t for t in provisioning if t.done()]
+            # Three more provisioners join them now (not before: each waits at most 30 s for JetStream, and the
+            # services may take that long to start on a loaded machine); none can finish without a quorum.
+            provisioning = [asyncio.create_task(provision(bus.js, config)) for bus in buses]
+            done, _ = await asyncio.wait(provisioning, timeout=1.0)
+            assert not done, done
             for node in rest:
                 await asyncio.to_thread(node.start)
             await asyncio.wait_for(asyncio.gather(*provisioning), timeout=40)

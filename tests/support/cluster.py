@@ -117,7 +117,7 @@ class ClusterStack(Stack):
             return super().start_service(name)
         proc = self.services[name]
         if not proc.running:
-            proc.start(ready_url=f"{self.edge_urls[1]}/readyz", timeout_s=60)
+            proc.start(ready_url=f"{self.edge_urls[1]}/readyz")
         return proc
 
     def stop(self) -> None:

@@ -19,9 +19,12 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ServiceProcess", "base_env"]
+__all__ = ["SLUICE", "START_DEADLINE_S", "ServiceProcess", "base_env"]
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
+# How long a service may take to say it is ready: a deadline against a hang, not a latency goal — on a loaded
+# two-core machine importing a service alone has taken over a minute.
+START_DEADLINE_S = 90.0
 
 
 def base_env(**overrides: str) -> dict[str, str]:
@@ -41,7 +44,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(
-        self, *, ready_url: str | None = None, ready_log: str = '"msg":"ready"', timeout_s: float = 30.0
+        self, *, ready_url: str | None = None, ready_log: str = '"msg":"ready"', timeout_s: float = START_DEADLINE_S
     ) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0

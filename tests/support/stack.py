@@ -111,7 +111,7 @@ class Stack:
         proc = self.service(name)
         if not proc.running:
             ready_url = f"{self.edge_url}/readyz" if name == "edge" else None
-            proc.start(ready_url=ready_url, timeout_s=60)
+            proc.start(ready_url=ready_url)
         return proc
 
     def stop_service(self, name: str) -> int:
