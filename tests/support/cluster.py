@@ -43,6 +43,7 @@ from support.waiting import eventually
 
 __all__ = [
     "ASSETS",
+    "CONTEXTS_STREAM",
     "SECOND_EDGE",
     "TASKS_STREAM",
     "ClusterStack",
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 TASKS_STREAM = f"KV_{subjects.TASKS_BUCKET}"
+CONTEXTS_STREAM = f"KV_{subjects.CONTEXTS_BUCKET}"
 # Every replicated asset Sluice provisions: (stream, consumer or None).
 ASSETS: tuple[tuple[str, str | None], ...] = (
     (subjects.EVENTS_STREAM, None),
@@ -69,6 +71,7 @@ ASSETS: tuple[tuple[str, str | None], ...] = (
     (subjects.TOOLS_STREAM, None),
     (TASKS_STREAM, None),
     (f"KV_{subjects.CATALOG_BUCKET}", None),
+    (CONTEXTS_STREAM, None),
     (subjects.WORK_STREAM, subjects.WORK_CONSUMER),
     (subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER),
 )
