@@ -43,6 +43,7 @@ from support.waiting import eventually
 
 __all__ = [
     "ASSETS",
+    "BUCKET_STREAMS",
     "CONTEXTS_STREAM",
     "SECOND_EDGE",
     "TASKS_STREAM",
@@ -64,14 +65,15 @@ __all__ = [
 
 TASKS_STREAM = f"KV_{subjects.TASKS_BUCKET}"
 CONTEXTS_STREAM = f"KV_{subjects.CONTEXTS_BUCKET}"
+# Every KV bucket provision creates has its name among the builders (subjects.*_BUCKET): derived, so a new bucket
+# is waited for and checked without an edit here.
+BUCKET_STREAMS = tuple(f"KV_{getattr(subjects, name)}" for name in subjects.__all__ if name.endswith("_BUCKET"))
 # Every replicated asset Sluice provisions: (stream, consumer or None).
 ASSETS: tuple[tuple[str, str | None], ...] = (
     (subjects.EVENTS_STREAM, None),
     (subjects.WORK_STREAM, None),
     (subjects.TOOLS_STREAM, None),
-    (TASKS_STREAM, None),
-    (f"KV_{subjects.CATALOG_BUCKET}", None),
-    (CONTEXTS_STREAM, None),
+    *((stream, None) for stream in BUCKET_STREAMS),
     (subjects.WORK_STREAM, subjects.WORK_CONSUMER),
     (subjects.TOOLS_STREAM, subjects.TOOL_CONSUMER),
 )
