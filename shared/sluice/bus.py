@@ -57,8 +57,9 @@ MSG_ID = "Nats-Msg-Id"
 _REFUSED_RE = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.IGNORECASE)
 # JSStreamDuplicateMessageConflict: an earlier attempt with this msg id is still being proposed.
 DUPLICATE_IN_PROCESS = 10158
-# JSStreamWrongLastSequenceError: an expected-last-sequence header did not hold (a guarded write, see guard.py).
-WRONG_LAST_SEQUENCE = 10071
+# An expected-last-sequence header did not hold (a guarded write, see guard.py): JSStreamWrongLastSequenceErrF, and
+# on a clustered stream JSStreamWrongLastSequenceConstantErr.
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -144,7 +145,7 @@ class Bus:
                 ) from exc
             raise Unavailable("nats_unavailable", f"publish to {subject} failed: {type(exc).__name__}") from exc
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise LogMovedOn("log_moved_on", f"publish to {subject} refused: {exc.description}") from exc
             raise Unavailable("nats_error", f"publish to {subject} refused: {exc.description}") from exc
         return int(ack.seq)

@@ -110,6 +110,7 @@ class Nemesis:
 
     def _note(self, fault: Fault) -> None:
         self.faults.append(fault)
+        print(f"  fault {len(self.faults)}: {fault.kind} {fault.target}", flush=True)
         if len(self.faults) >= self.min_faults:
             self.enough.set()
 

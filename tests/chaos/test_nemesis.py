@@ -27,7 +27,7 @@ from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
 from sluice.eventlog import LogEntry, read_log
 from support.cluster import ClusterStack, ResumingClient, StreamBroken, wait_healthy
-from support.edge import StreamFrame
+from support.edge import FrameReader, StreamFrame
 from support.nats_server import NatsCluster, running_cluster
 
 from .invariants import check_client, check_log, takeovers
@@ -38,6 +38,7 @@ SHORT = os.environ.get("SLUICE_CHAOS_SHORT") == "1"
 TASKS = 10 if SHORT else 30
 MIN_FAULTS = 10 if SHORT else 30
 ACK_WAIT_S = 3.0  # the default
+TASK_TIMEOUT_S = 240.0  # a client gives up on a task that has not ended by then: a task stuck by a fault
 FREEZE_S = 2.5 * ACK_WAIT_S  # frozen well past the takeover
 STORY = "Tell me a long story about how rivers find the sea, the mountains they start in and the towns on their banks"
 KINDS = [
@@ -93,6 +94,7 @@ class Task:
         self.key = uuid.uuid4().hex
         self.client: ResumingClient | None = None
         self.error = ""
+        self.orphaned_keys = 0
 
     async def drive(self, rng: random.Random) -> None:
         try:
@@ -100,12 +102,14 @@ class Task:
                                            headers={"Idempotency-Key": self.key}, rng=rng)  # fmt: skip
             self.client = ResumingClient(self.http, self.edges, task_id, edge_index=rng.randrange(2))
             if self.kind == "input request":
-                await self.client.read(until=_asks, timeout_s=600)
+                await self.client.read(until=_asks, timeout_s=TASK_TIMEOUT_S)
                 if not self.client.ended:
                     await self._retrying("POST", f"/v1/tasks/{task_id}/input", json={"approve": True}, rng=rng)
-            await self.client.read(timeout_s=600)
+            await self.client.read(timeout_s=TASK_TIMEOUT_S)
         except (TimeoutError, StreamBroken, httpx.HTTPError, AssertionError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"[:300]
+        last = self.client.frames[-1].type if self.client and self.client.frames else None
+        print(f"  {self.kind} {self.client.task_id if self.client else '-'}: {last} {self.error}", flush=True)
 
     async def _retrying(self, method: str, path: str, *, rng: random.Random, **kwargs: Any) -> str:
         """Sends to a random edge, the other one while it fails (killed edge, NATS election: 5xx / no answer)."""
@@ -116,7 +120,16 @@ class Task:
                 if response.status_code in (201, 202):
                     return str(response.json()["id"])
                 if response.status_code == 409 and path.endswith("/input"):
-                    return ""  # answered already (a retry whose first answer was lost)
+                    if await self._resumed(self.edges[edge], path.removesuffix("/input")):
+                        return ""  # answered already (a retry whose first answer was lost)
+                    await asyncio.sleep(0.5)  # the record trails the event: the runner is still pausing the task
+                    continue
+                if response.status_code == 409 and response.json()["error"]["code"] == "idempotency_key_in_use":
+                    # The request that claimed the key died before it created the task (a killed edge, NATS out):
+                    # the key is orphaned, and the edge says so. A client that waited uses a new key.
+                    self.orphaned_keys += 1
+                    kwargs["headers"] = {"Idempotency-Key": uuid.uuid4().hex}
+                    continue
                 if response.status_code < 500:
                     raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:200]}")
             except httpx.TransportError:
@@ -124,6 +137,13 @@ class Task:
             edge = 1 - edge
             await asyncio.sleep(0.5)
         raise TimeoutError(f"{method} {path}: no edge answered")
+
+    async def _resumed(self, edge: str, task_path: str) -> bool:
+        """Does the task's log hold a `task.resumed` (an answer that was taken)?"""
+        async with self.http.stream("GET", f"{edge}{task_path}/events?follow=false") as response:
+            if response.status_code != 200:
+                return False
+            return any(f.type == "task.resumed" for f in await FrameReader(response).read(timeout_s=10))
 
 
 def _asks(frames: list[StreamFrame]) -> bool:
@@ -187,6 +207,8 @@ async def test_nemesis(sluice: ClusterStack, cluster: NatsCluster, bus: Bus) -> 
     for line in violations[:20]:
         print(f"  {line}")
     print(f"tasks failed by faults: {len(failed)} of {len(tasks)}")
+    if orphaned := sum(t.orphaned_keys for t in tasks):
+        print(f"submissions whose Idempotency-Key was orphaned by a fault (retried with a new key): {orphaned}")
     for line in failed[:10]:
         print(f"  {line}")
     if failovers:
