@@ -138,7 +138,7 @@ async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
         except Superseded as exc:
             ATTEMPTS.labels("superseded").inc()
             log.warning("attempt superseded; this runner writes nothing more to the task: %s", exc.message)
-            await _drop_if_duplicate(ctx, msg, task_id)
+            await _settle_superseded(ctx, msg, task_id)
         except TaskEnded as exc:
             log.info("task ended while held (%s); work message dropped", exc.message)
             await msg.ack()
@@ -153,10 +153,11 @@ async def handle_work(ctx: RunnerContext, msg: Msg) -> None:
             await _nak(msg, 2.0)
 
 
-async def _drop_if_duplicate(ctx: RunnerContext, msg: Msg, task_id: str) -> None:
-    """A superseded attempt leaves its message alone when it is the one the new holder was given (the same message,
-    redelivered: no ack, no nak, no in_progress — it is the holder's now); a second work message for the task (a
-    duplicate) is acked, or the two would take the task from each other on every redelivery."""
+async def _settle_superseded(ctx: RunnerContext, msg: Msg, task_id: str) -> None:
+    """A superseded attempt (it stalled past the ack wait, or NATS lost its in-progress acks) leaves the message it
+    shares with the new holder alone — no ack, no nak, no in_progress: it is the holder's now — and notes that this
+    delivery ended without a crash, so a false takeover does not count toward the poison limit. A second work message
+    for the task (a duplicate) is acked, or the two would take the task from each other on every redelivery."""
     try:
         record = await ctx.store.find(task_id)
     except SluiceError as exc:
@@ -164,6 +165,8 @@ async def _drop_if_duplicate(ctx: RunnerContext, msg: Msg, task_id: str) -> None
         return
     if record is not None and record.work_seq != msg.metadata.sequence.stream:
         await msg.ack()
+    else:
+        await ctx.handbacks.note(msg)
 
 
 async def hand_back(handbacks: HandBacks, msg: Msg) -> None:

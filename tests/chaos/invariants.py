@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sluice.eventlog import LogEntry
@@ -64,18 +64,18 @@ class Takeover:
 
     task_id: str
     previous_runner: str
-    started_at: float  # epoch seconds (the event's ts)
-    faults: list[float] = field(default_factory=list)
+    previous_started_at: float  # epoch seconds (the events' ts)
+    started_at: float
 
 
 def takeovers(task_id: str, entries: list[LogEntry], epoch: Any) -> list[Takeover]:
     out = []
-    previous: str | None = None
+    previous: tuple[str, float] | None = None
     for entry in entries:
         if entry.type != "task.started":
             continue
         event: Any = entry.decode()
         if previous is not None:
-            out.append(Takeover(task_id, previous, epoch(event.ts)))
-        previous = event.data.runner
+            out.append(Takeover(task_id, previous[0], previous[1], epoch(event.ts)))
+        previous = (event.data.runner, epoch(event.ts))
     return out
