@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from sluice.admin import provision_as_admin
 from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
-from sluice.provision import provision
 from support import system_deps
 from support.catalog import advertise_shipped_agents
 from support.nats_server import NatsCluster, NatsServer, running_cluster, running_server
@@ -25,9 +26,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 pytest.skip(system_deps.absence(program))
 
 
+# The session's streams and consumers: a short ack wait, so redelivery tests do not wait 30 s.
+SESSION_ACK_WAIT_S = 3.0
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     with running_server(tmp_path_factory.mktemp("nats")) as server:
+        asyncio.run(provision_as_admin(CommonConfig(nats_urls=(server.url,), ack_wait_s=SESSION_ACK_WAIT_S)))
         yield server
 
 
@@ -39,15 +45,14 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
 
 @pytest.fixture(scope="session")
 def common_config(nats_server: NatsServer) -> CommonConfig:
-    return CommonConfig(nats_urls=(nats_server.url,), ack_wait_s=3.0)
+    return CommonConfig(nats_urls=(nats_server.url,), ack_wait_s=SESSION_ACK_WAIT_S)
 
 
 @pytest.fixture(scope="session")
 async def bus(common_config: CommonConfig) -> AsyncIterator[Bus]:
-    """A provisioned connection shared by the session's tests (each test uses its own task ids); the shipped agents
-    are known in its catalog, as after an agent-runner's first start."""
+    """A connection to the provisioned session server, shared by the session's tests (each uses its own task ids);
+    the shipped agents are known in its catalog, as after an agent-runner's first start."""
     b = await connect(common_config, name="sluice-tests")
-    await provision(b.js, common_config)
     await advertise_shipped_agents(b)
     yield b
     await b.close()

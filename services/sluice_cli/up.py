@@ -1,12 +1,19 @@
 """`sluice up`: everything on one machine — NATS, the demo model and one process per service.
 
+Local runs work the way production does: the embedded nats-server includes the authorization `sluice nats-auth`
+writes (into SLUICE_DATA_DIR/nats-auth, seeds kept between runs), `sluice provision` runs once as the `admin`
+identity, and each service connects with its own seed and may touch only its own subjects. With SLUICE_NATS_URL
+set, NATS is yours: provisioning and the services use your SLUICE_NATS_* settings as they are.
+
 Supervision is honcho's: every process in its own session with prefixed output; when one exits, or on Ctrl-C /
 SIGTERM, all are stopped (SIGTERM, then SIGKILL after a few seconds), so nothing is left behind. Services retry
-their first NATS connection, so start order does not matter; a watcher thread prints the URLs once each answers.
+their first NATS connection and wait until provisioning is done, so start order does not matter; a thread
+provisions, and a watcher thread prints the URLs once each answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import shlex
@@ -22,7 +29,10 @@ import httpx
 from honcho.manager import Manager
 from honcho.printer import Message
 
-from sluice.config import EnvReader
+from sluice.admin import provision_as_admin
+from sluice.config import CommonConfig, EnvReader
+from sluice.errors import SluiceError
+from sluice.nats_auth import write_auth
 
 __all__ = ["main"]
 
@@ -35,6 +45,8 @@ class UpPlan:
     nats_log: Path | None
     edge_url: str
     demo_url: str | None
+    # Each process's own NATS settings (its seed), by service name, and provisioning's ("provision").
+    identity_env: dict[str, dict[str, str]]
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -66,18 +78,31 @@ def plan(environ: dict[str, str]) -> UpPlan:
     env.setdefault("SLUICE_LOG_FORMAT", "text")
     nats_cmd = None
     nats_log = None
+    identity_env: dict[str, dict[str, str]] = {}
     nats_url = r.optional("SLUICE_NATS_URL")
     if nats_url is None:
         port = 4222 if _port_free("127.0.0.1", 4222) else _free_port()
-        store = Path(r.text("SLUICE_DATA_DIR", ".sluice")) / "nats"
+        data = Path(r.text("SLUICE_DATA_DIR", ".sluice"))
+        store = data / "nats"
         store.mkdir(parents=True, exist_ok=True)
+        auth = write_auth(data / "nats-auth")
+        server_conf = store / "nats-server.conf"
+        # An include is resolved relative to the including file.
+        server_conf.write_text(f'include "{os.path.relpath(auth.auth_conf, store)}"\n')
         nats_url = f"nats://127.0.0.1:{port}"
         # NATS logs to a file: its banner would drown the services' lines.
         nats_log = store / "nats-server.log"
-        nats_cmd = shlex.join(
-            [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), "-l", str(nats_log)]
-        )
+        args = [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), "-l", str(nats_log)]
+        nats_cmd = shlex.join([*args, "-c", str(server_conf)])
         env["SLUICE_NATS_URL"] = nats_url
+        env.pop("SLUICE_NATS_CREDS", None)
+        identities = {
+            "edge": "edge",
+            "agent-runner": "agent-runner",
+            "tool-runner": "tool-runner",
+            "provision": "admin",
+        }
+        identity_env = {name: {"SLUICE_NATS_NKEY_FILE": str(auth.seeds[who])} for name, who in identities.items()}
     demo_url = None
     if r.optional("OPENAI_API_KEY") is None:
         host = r.text("SLUICE_DEMO_LLM_HOST", "127.0.0.1")
@@ -95,7 +120,13 @@ def plan(environ: dict[str, str]) -> UpPlan:
     edge_port = r.integer("SLUICE_HTTP_PORT", 8080)
     edge_url = f"http://{edge_host}:{edge_port}"
     return UpPlan(
-        env=env, nats_url=nats_url, nats_cmd=nats_cmd, nats_log=nats_log, edge_url=edge_url, demo_url=demo_url
+        env=env,
+        nats_url=nats_url,
+        nats_cmd=nats_cmd,
+        nats_log=nats_log,
+        edge_url=edge_url,
+        demo_url=demo_url,
+        identity_env=identity_env,
     )
 
 
@@ -137,6 +168,19 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
         _announce(manager, f"the edge at {up.edge_url} did not become ready; see the logs above")
 
 
+def _provision_once(manager: Manager, up: UpPlan) -> None:
+    """`sluice provision`'s own code path, once, as soon as NATS answers; if it refuses, everything stops."""
+    env = {**up.env, **up.identity_env.get("provision", {})}
+    try:
+        asyncio.run(provision_as_admin(CommonConfig.from_env(env), wait_s=60.0))
+    except SluiceError as exc:
+        _announce(manager, f"provisioning failed: {exc.message}")
+        manager.returncode = 1
+        manager.terminate()
+        return
+    _announce(manager, "provisioned NATS (streams, consumers, buckets) as the admin identity")
+
+
 def main() -> None:
     up = plan(dict(os.environ))
     sluice = shlex.quote(str(Path(sys.executable).with_name("sluice")))
@@ -146,8 +190,9 @@ def main() -> None:
     if up.demo_url:
         manager.add_process("demo-llm", f"exec {sluice} demo-llm", env=up.env)
     for service in ("edge", "agent-runner", "tool-runner"):
-        manager.add_process(service, f"exec {sluice} {service}", env=up.env)
+        manager.add_process(service, f"exec {sluice} {service}", env={**up.env, **up.identity_env.get(service, {})})
     stop = threading.Event()
+    threading.Thread(target=_provision_once, args=(manager, up), daemon=True).start()
     watcher = threading.Thread(target=_watch_ready, args=(manager, up, stop), daemon=True)
     watcher.start()
     try:

@@ -1,9 +1,9 @@
 """The stream-edge ASGI app: `create_app(settings)` wires routers, middleware, errors and the lifespan.
 
-Importing this module connects to nothing. The lifespan connects to NATS (unless a bus is given), provisions,
-builds the task store, the task service and the stream hub, and runs the reconciler (one edge at a time sweeps,
-see `reconciler.py`); on shutdown it stops the reconciler, drains the hub (within the grace period) and closes the
-bus it opened.
+Importing this module connects to nothing. The lifespan connects to NATS as the `edge` identity (unless a bus is
+given), waits until what it needs is provisioned, builds the task store, the task service and the stream hub, and
+runs the reconciler (one edge at a time sweeps, see `reconciler.py`); on shutdown it stops the reconciler, drains
+the hub (within the grace period) and closes the bus it opened.
 
 Middleware, outermost first: an opened event stream's body (events_asgi.py) → OpenTelemetry server span → HTTP
 metrics → CORS (when origins are configured) → body limit → curl's form-typed bodies read as JSON → `GET
@@ -30,8 +30,11 @@ from starlette.middleware.cors import CORSMiddleware
 from sluice import subjects
 from sluice.bus import Bus, connect
 from sluice.catalog import CatalogView
-from sluice.provision import provision
+from sluice.errors import SluiceError
+from sluice.permissions import needs_of
+from sluice.provisioned import wait_provisioned
 from sluice.records import TaskStore
+from sluice.service import unless_stopped
 from stream_edge.body_limit import BodyLimitMiddleware
 from stream_edge.commands import TaskService
 from stream_edge.contexts import ContextIndex, Conversations
@@ -96,14 +99,25 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_bus = bus is None
-        active = bus if bus is not None else await connect(settings.common, name="sluice-edge", identity="edge")
+        try:
+            active = bus if bus is not None else await connect(settings.common, name="sluice-edge", identity="edge")
+        except SluiceError as exc:  # NATS unreachable, a seed it refuses, a bad seed file: one line, exit 1
+            log.error("stream-edge stopped: %s", exc.message, extra={"code": exc.code})
+            app.state.startup_error = exc
+            yield
+            return
         edge: EdgeRuntime | None = None
         stop_reconciling = asyncio.Event()
         reconciling: asyncio.Task[None] | None = None
         catalog = CatalogView(active)
         try:
             if own_bus:
-                await provision(active.js, settings.common)
+                # The edge never provisions (that is `sluice provision`): it waits, not ready, until it may start.
+                waiting = wait_provisioned(active.js, settings.common, needs_of("edge"), service="stream-edge")
+                provisioned, _ = await unless_stopped(waiting, app.state.stopping)
+                if not provisioned:
+                    yield  # stopped while waiting: nothing to serve, nothing to drain
+                    return
             store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
             contexts = ContextIndex(await active.js.key_value(subjects.CONTEXTS_BUCKET), deadline_s=RECORD_DEADLINE_S)
             conversations = Conversations(active, store, contexts)
@@ -149,6 +163,8 @@ def create_app(
     metrics = EdgeMetrics()
     app.state.metrics = metrics
     app.state.edge = None
+    app.state.startup_error = None  # a SluiceError that ended the start-up (the server then exits 1)
+    app.state.stopping = asyncio.Event()  # set by the server on SIGTERM/SIGINT: ends a wait at start-up
     app.state.settings = settings
     for router in edge_routers():
         app.include_router(router)

@@ -58,5 +58,5 @@ def main() -> None:
         server.run()
     finally:
         telemetry.shutdown()
-    if not server.started:
+    if not server.started or app.state.startup_error is not None:
         sys.exit(1)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -41,8 +42,17 @@ class EdgeServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if getattr(self.app.state, "startup_error", None) is not None:
+            self.should_exit = True  # already said in one line by the lifespan
+            return
         if self.started and not self.should_exit:
             log.info("ready", extra={"url": f"http://{self.config.host}:{self.port}"})
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        stopping: asyncio.Event | None = getattr(self.app.state, "stopping", None)
+        if stopping is not None:  # a start-up still waiting for provisioning ends too
+            stopping.set()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         edge: EdgeRuntime | None = getattr(self.app.state, "edge", None)

@@ -1,9 +1,11 @@
-"""Creates the streams, durable consumers and the KV bucket of CONTRACT §2 — idempotent and concurrent-safe.
+"""Creates the streams, durable consumers and the KV buckets of CONTRACT §2 — idempotent and concurrent-safe.
 
-Every service calls `provision()` at start. JetStream's own create is idempotent for an identical config, so
-several services starting at once agree. A stream that exists with other settings is updated where JetStream
-allows it (replicas, max age, duplicate window, direct get, subjects); a change it forbids (retention, storage)
-is reported as a `ProvisioningError` that says what differs and how to resolve it.
+`sluice provision` (the `admin` identity) is the only caller in a deployment; services only check what they need
+(`sluice.provisioned`). JetStream's own create is idempotent for an identical config, so several provisioners at
+once agree. A stream that exists with other settings is updated where JetStream allows it (replicas, max age,
+duplicate window, direct get, subjects); a change it forbids (retention, storage) is reported as a
+`ProvisioningError` that says what differs and how to resolve it. Provisioning never lowers a stream's replicas
+or shortens its retention by itself: it refuses, naming the change and the flag that allows it (`Allow`).
 
 A service may start before JetStream can answer: a cluster whose nodes are still meeting has no meta leader (and
 without a quorum never will), requests sent then go unanswered, and until as many servers as `replicas` have joined
@@ -36,7 +38,7 @@ from sluice import subjects
 from sluice.config import CommonConfig
 from sluice.errors import ProvisioningError, Unavailable
 
-__all__ = ["StreamSpec", "provision", "stream_specs"]
+__all__ = ["Allow", "StreamSpec", "provision", "stream_specs"]
 
 log = logging.getLogger(__name__)
 STREAM_NAME_IN_USE = 10058
@@ -53,6 +55,28 @@ NOT_YET = (
 
 def _not_yet(exc: BaseException) -> bool:
     return isinstance(exc, NOT_YET) or (isinstance(exc, nats.js.errors.APIError) and exc.err_code == NO_SUITABLE_PEERS)
+
+
+@dataclass(frozen=True)
+class Allow:
+    """What an operator lets provisioning lower on existing streams (`sluice provision --allow-…`)."""
+
+    fewer_replicas: bool = False
+    shorter_retention: bool = False
+
+
+def _lowered(have: StreamConfig, want: StreamConfig, allow: Allow) -> list[str]:
+    """Each change that would make an existing stream less durable and is not allowed, with the flag that allows it."""
+    refused: list[str] = []
+    if (want.num_replicas or 1) < (have.num_replicas or 1) and not allow.fewer_replicas:
+        refused.append(
+            f"replicas {have.num_replicas} -> {want.num_replicas} (pass --allow-fewer-replicas to lower them)"
+        )
+    have_age, want_age = have.max_age or 0.0, want.max_age or 0.0  # 0: kept forever
+    shorter = want_age > 0 and (have_age == 0 or want_age < have_age)
+    if shorter and not allow.shorter_retention:
+        refused.append(f"max age {have_age:.0f}s -> {want_age:.0f}s (pass --allow-shorter-retention to shorten it)")
+    return refused
 
 
 @dataclass(frozen=True)
@@ -120,7 +144,7 @@ def consumer_configs(config: CommonConfig) -> list[tuple[str, ConsumerConfig]]:
     ]
 
 
-async def _ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, allow: Allow) -> None:
     want = spec.config
     try:
         await js.add_stream(want)
@@ -138,6 +162,11 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
             "stream_incompatible",
             f"stream {want.name} exists with settings JetStream cannot change ({detail}); "
             f"back it up and delete it (nats stream rm {want.name}) or point Sluice at another account",
+        )
+    lowered = _lowered(have, want, allow)
+    if lowered:
+        raise ProvisioningError(
+            "would_lower_durability", f"stream {want.name} left unchanged: this would lower {'; '.join(lowered)}"
         )
     try:
         await js.update_stream(want)
@@ -157,7 +186,9 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfi
         raise ProvisioningError("consumer_rejected", f"{stream}/{cfg.durable_name}: {exc.description}") from exc
 
 
-async def provision(js: JetStreamContext, config: CommonConfig, *, wait_s: float = 30.0) -> None:
+async def provision(
+    js: JetStreamContext, config: CommonConfig, *, wait_s: float = 30.0, allow: Allow | None = None
+) -> None:
     """Creates or reconciles everything; while JetStream cannot answer yet, tries again for `wait_s`."""
     try:
         async for attempt in AsyncRetrying(
@@ -168,7 +199,7 @@ async def provision(js: JetStreamContext, config: CommonConfig, *, wait_s: float
             reraise=True,
         ):
             with attempt:
-                await _provision_once(js, config)
+                await _provision_once(js, config, allow or Allow())
     except NOT_YET as exc:
         raise Unavailable("jetstream_unavailable", f"JetStream did not answer for {wait_s:.0f}s: {exc!r}") from exc
     except nats.js.errors.APIError as exc:
@@ -187,9 +218,15 @@ def _log_not_ready(state: RetryCallState) -> None:
     log.info("JetStream not ready (%s); provisioning again", why)
 
 
-async def _provision_once(js: JetStreamContext, config: CommonConfig) -> None:
+async def _provision_once(js: JetStreamContext, config: CommonConfig, allow: Allow) -> None:
+    if config.events_max_age_s < config.duplicate_window_s:
+        raise ProvisioningError(
+            "retention_below_duplicate_window",
+            f"event retention {config.events_max_age_s:.0f}s is shorter than the {config.duplicate_window_s:.0f}s "
+            "duplicate window that makes retried publishes safe",
+        )
     for spec in stream_specs(config):
-        await _ensure_stream(js, spec)
+        await _ensure_stream(js, spec, allow)
     for stream, cfg in consumer_configs(config):
         await _ensure_consumer(js, stream, cfg)
     await ensure_tasks_bucket(js, config)

@@ -1,7 +1,8 @@
-"""The lifecycle every Sluice service shares: configure, connect, provision, run until a signal, drain.
+"""The lifecycle every Sluice service shares: configure, connect, check provisioning, run until a signal, drain.
 
 A service supplies an async `run(bus, stopping)` that returns when `stopping` is set; this module owns logging
-and telemetry setup, the NATS connection, provisioning, signal handling and the flush at exit.
+and telemetry setup, the NATS connection as the service's own identity, the wait until what it needs is
+provisioned (it never provisions: that is `sluice provision`), signal handling and the flush at exit.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
 from sluice.errors import SluiceError
 from sluice.logs import setup_logging
-from sluice.provision import provision
+from sluice.permissions import needs_of
+from sluice.provisioned import wait_provisioned
 from sluice.telemetry import setup_telemetry
 
 __all__ = ["run_service", "serve_until_signal"]
@@ -23,6 +26,7 @@ __all__ = ["run_service", "serve_until_signal"]
 log = logging.getLogger(__name__)
 
 ServiceMain = Callable[[Bus, asyncio.Event], Awaitable[None]]
+R = TypeVar("R")
 
 
 def install_signal_handlers(stopping: asyncio.Event) -> None:
@@ -31,35 +35,41 @@ def install_signal_handlers(stopping: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stopping.set)
 
 
-async def _connect_unless_stopped(name: str, common: CommonConfig, stopping: asyncio.Event) -> Bus | None:
-    """Waits for NATS, but a signal during the wait ends it (returns None) instead of being ignored.
+async def unless_stopped(waiting: Awaitable[R], stopping: asyncio.Event) -> tuple[bool, R | None]:
+    """Waits for `waiting` (NATS, provisioning), but a signal during the wait ends it — (False, None) — instead of
+    being ignored. An error of `waiting` (NATS unreachable for good) is raised as itself, not in a group."""
 
-    NATS still unreachable when `connect` gives up: its `Unavailable` is raised as itself, not in a group."""
+    async def wait() -> R:
+        return await waiting
+
     try:
         async with asyncio.TaskGroup() as group:
-            connecting = group.create_task(connect(common, name=f"sluice-{name}", identity=name))
+            work = group.create_task(wait())
             stop = group.create_task(stopping.wait())
-            await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not connecting.done():
-                connecting.cancel()
-                return None
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                return False, None
             stop.cancel()
     except BaseExceptionGroup as group_error:
         if len(group_error.exceptions) == 1:
             raise group_error.exceptions[0] from None
         raise
-    return connecting.result()
+    return True, work.result()
 
 
 async def serve_until_signal(name: str, common: CommonConfig, main: ServiceMain) -> None:
     stopping = asyncio.Event()
     install_signal_handlers(stopping)
-    bus = await _connect_unless_stopped(name, common, stopping)
+    _, bus = await unless_stopped(connect(common, name=f"sluice-{name}", identity=name), stopping)
     if bus is None:
         log.info("%s stopped before NATS was reachable", name)
         return
     try:
-        await provision(bus.js, common)
+        provisioned, _ = await unless_stopped(wait_provisioned(bus.js, common, needs_of(name), service=name), stopping)
+        if not provisioned:
+            log.info("%s stopped before what it needs was provisioned", name)
+            return
         log.info("%s started", name, extra={"config": common.describe()})
         await main(bus, stopping)
     finally:
@@ -73,7 +83,7 @@ def run_service(name: str, common: CommonConfig, main: ServiceMain) -> None:
     telemetry = setup_telemetry(name)
     try:
         asyncio.run(serve_until_signal(name, common, main))
-    except SluiceError as exc:  # NATS unreachable, streams that cannot be provisioned, ...: one line, exit 1
+    except SluiceError as exc:  # NATS unreachable or refusing this identity, a bad seed, ...: one line, exit 1
         log.error("%s stopped: %s", name, exc.message, extra={"code": exc.code})
         raise SystemExit(1) from None
     finally:

@@ -25,7 +25,7 @@ from sluice.ids import new_task_id
 from sluice.nats_auth import write_auth
 from sluice.provision import provision
 from sluice.records import TaskStore
-from support.authed_nats import AuthedNats, running_authed_server
+from support.authed_nats import AuthedNats, refused, running_authed_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,22 +48,6 @@ async def admin(authed: AuthedNats) -> AsyncIterator[Bus]:
 
 async def _as(authed: AuthedNats, identity: str) -> Bus:
     return await connect(authed.config(identity), name=f"sluice-{identity}", identity=identity)
-
-
-async def _refused(bus: Bus, subject: str, what: str, *, within_s: float = 5.0) -> bool:
-    """Waits for the server's -ERR about `subject` (it is sent before the answer to our next ping, but nats-py may
-    hand it to the callback a moment after the pong)."""
-    changed = asyncio.Event()
-    bus.state.listeners.append(lambda event: changed.set() if event == "refused" else None)
-    await bus.nc.flush(timeout=5)
-    try:
-        async with asyncio.timeout(within_s):
-            while bus.state.refused.get(subject.lower()) != what:
-                changed.clear()
-                await changed.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _nothing_stored(admin: Bus, subject: str) -> bool:
@@ -139,7 +123,7 @@ async def test_forbidden_publish_is_refused_by_the_server(
     bus = await _as(authed, identity)
     try:
         await bus.nc.publish(subject, b'{"forged": true}')
-        assert await _refused(bus, subject, "publish"), f"{identity} was allowed to publish {subject}"
+        assert await refused(bus, subject, "publish"), f"{identity} was allowed to publish {subject}"
         if subject.startswith(subjects.EVENT_PREFIX):
             assert await _nothing_stored(admin, subject)
         assert bus.nc.is_connected, "a refused publish must not cost the connection"
@@ -152,7 +136,7 @@ async def test_forbidden_subscription_is_refused_by_the_server(authed: AuthedNat
     bus = await _as(authed, identity)
     try:
         await bus.nc.subscribe(subject)
-        assert await _refused(bus, subject, "subscription"), f"{identity} was allowed to subscribe to {subject}"
+        assert await refused(bus, subject, "subscription"), f"{identity} was allowed to subscribe to {subject}"
     finally:
         await bus.close()
 
@@ -163,7 +147,7 @@ async def test_streams_survive_every_identity_but_admin(authed: AuthedNats, admi
         try:
             with pytest.raises((nats.errors.Error, asyncio.TimeoutError)):
                 await bus.nc.jetstream(timeout=0.5).delete_stream(subjects.EVENTS_STREAM)
-            assert await _refused(bus, f"$JS.API.STREAM.DELETE.{subjects.EVENTS_STREAM}", "publish")
+            assert await refused(bus, f"$JS.API.STREAM.DELETE.{subjects.EVENTS_STREAM}", "publish")
         finally:
             await bus.close()
     assert (await admin.js.stream_info(subjects.EVENTS_STREAM)).config.name == subjects.EVENTS_STREAM
@@ -175,9 +159,9 @@ async def test_a_refused_jetstream_publish_fails_fast_naming_identity_and_subjec
     task_id = new_task_id()
     bus = await _as(authed, "tool-runner")
     try:
-        with caplog.at_level(logging.ERROR, logger="sluice.bus"), pytest.raises(PermissionDenied) as refused:
+        with caplog.at_level(logging.ERROR, logger="sluice.bus"), pytest.raises(PermissionDenied) as denied:
             await bus.publish(subjects.event(task_id, "task.completed"), b"{}", msg_id=f"{task_id}:forged")
-        assert "tool-runner" in refused.value.message and "task.completed" in refused.value.message
+        assert "tool-runner" in denied.value.message and "task.completed" in denied.value.message
         lines = [r.getMessage() for r in caplog.records if "refused identity tool-runner" in r.getMessage()]
         assert len(lines) == 1 and task_id.lower() in lines[0]
         # ... and the same connection goes on doing what it may.

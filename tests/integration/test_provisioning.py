@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import nats.js.errors
 import pytest
 from nats.js.api import KeyValueConfig, RetentionPolicy, StreamConfig
 
@@ -12,7 +13,7 @@ from sluice import subjects
 from sluice.bus import connect
 from sluice.config import CommonConfig
 from sluice.errors import ProvisioningError
-from sluice.provision import provision
+from sluice.provision import Allow, provision
 from support.nats_server import running_server
 
 
@@ -41,15 +42,46 @@ async def test_provisioning_twice_and_from_five_concurrent_tasks(fresh_server) -
         await bus.close()
 
 
-async def test_changed_max_age_is_updated_in_place(fresh_server) -> None:  # type: ignore[no-untyped-def]
+async def test_longer_retention_is_updated_in_place(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,), events_max_age_s=3600.0)
+    bus = await connect(config, name="t")
+    try:
+        await provision(bus.js, config)
+        await provision(bus.js, replace(config, events_max_age_s=7200.0))
+        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
+        assert info.config.max_age == pytest.approx(7200)
+    finally:
+        await bus.close()
+
+
+async def test_shorter_retention_is_refused_unless_allowed(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    """Provisioning never throws events away by itself: it says what it would change and which flag allows it."""
     config = CommonConfig(nats_urls=(fresh_server.url,))
     bus = await connect(config, name="t")
     try:
         await provision(bus.js, config)
         shorter = replace(config, events_max_age_s=3600.0)
-        await provision(bus.js, shorter)
-        info = await bus.js.stream_info(subjects.EVENTS_STREAM)
-        assert info.config.max_age == pytest.approx(3600)
+        with pytest.raises(ProvisioningError) as refused:
+            await provision(bus.js, shorter)
+        assert refused.value.code == "would_lower_durability"
+        assert "SLUICE_EVENTS" in refused.value.message and "604800s -> 3600s" in refused.value.message
+        assert "--allow-shorter-retention" in refused.value.message
+        assert (await bus.js.stream_info(subjects.EVENTS_STREAM)).config.max_age == pytest.approx(7 * 86400)
+        await provision(bus.js, shorter, allow=Allow(shorter_retention=True))
+        assert (await bus.js.stream_info(subjects.EVENTS_STREAM)).config.max_age == pytest.approx(3600)
+    finally:
+        await bus.close()
+
+
+async def test_retention_below_the_duplicate_window_is_refused_before_any_change(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    config = CommonConfig(nats_urls=(fresh_server.url,), events_max_age_s=6.0)
+    bus = await connect(config, name="t")
+    try:
+        with pytest.raises(ProvisioningError, match="duplicate window") as refused:
+            await provision(bus.js, config)
+        assert refused.value.code == "retention_below_duplicate_window"
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await bus.js.stream_info(subjects.EVENTS_STREAM)
     finally:
         await bus.close()
 

@@ -9,17 +9,19 @@ once by the `admin` identity through `sluice provision`'s own code path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sluice.bus import Bus
 from sluice.config import CommonConfig
 from sluice.nats_auth import AuthFiles, write_auth
 from support.nats_server import NatsServer
 
-__all__ = ["AuthedNats", "running_authed_server"]
+__all__ = ["AuthedNats", "refused", "running_authed_server"]
 
 
 @dataclass
@@ -52,3 +54,19 @@ def running_authed_server(root: Path, **common: object) -> Iterator[AuthedNats]:
         yield AuthedNats(server=server, auth=auth, base=CommonConfig(nats_urls=(server.url,), **common))  # type: ignore[arg-type]
     finally:
         server.stop()
+
+
+async def refused(bus: Bus, subject: str, what: str = "publish", *, within_s: float = 5.0) -> bool:
+    """Whether the server refused `bus`'s identity `what` ("publish" / "subscription") on `subject`: waits for the
+    -ERR (sent before the answer to our next ping, though nats-py may hand it to the callback a moment later)."""
+    changed = asyncio.Event()
+    bus.state.listeners.append(lambda event: changed.set() if event == "refused" else None)
+    await bus.nc.flush(timeout=5)
+    try:
+        async with asyncio.timeout(within_s):
+            while bus.state.refused.get(subject.lower()) != what:
+                changed.clear()
+                await changed.wait()
+    except TimeoutError:
+        return False
+    return True

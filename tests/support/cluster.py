@@ -105,15 +105,17 @@ class ClusterStack(Stack):
         return (*SERVICES, SECOND_EDGE)
 
     def start(self) -> ClusterStack:
-        """Every service at once (each waits for its own ready signal): provisioning from five processes."""
+        """`sluice provision` and every service at once while the cluster may still be forming: provisioning waits
+        for JetStream, each service waits (not ready) until what it needs is provisioned, then for its ready signal."""
         for name in SERVICES:
             self.services.setdefault(name, self._process(name))
         second = self._process("edge")
         second.env["SLUICE_HTTP_PORT"] = str(self.second_edge_port)
         second.log_path = self.root / "logs" / f"{SECOND_EDGE}.log"
         self.services.setdefault(SECOND_EDGE, second)
-        with ThreadPoolExecutor(len(self.names)) as pool:
-            for future in [pool.submit(self.start_service, name) for name in self.names]:
+        with ThreadPoolExecutor(len(self.names) + 1) as pool:
+            futures = [pool.submit(self.provision), *(pool.submit(self.start_service, name) for name in self.names)]
+            for future in futures:
                 future.result()
         return self
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["SLUICE", "START_DEADLINE_S", "ServiceProcess", "base_env"]
+__all__ = ["SLUICE", "START_DEADLINE_S", "ServiceProcess", "base_env", "sluice_provision"]
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 # How long a service may take to say it is ready: a deadline against a hang, not a latency goal — on a loaded
@@ -33,6 +33,17 @@ def base_env(**overrides: str) -> dict[str, str]:
     env.update({"SLUICE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env
+
+
+def sluice_provision(env: dict[str, str], *, wait_s: float = 60.0) -> str:
+    """Runs `sluice provision` — the one way streams, consumers and buckets are made, in tests as in production —
+    and returns its output; a refusal fails the caller with that output."""
+    done = subprocess.run(
+        [SLUICE, "provision", "--wait", str(wait_s)], env=env, capture_output=True, text=True, timeout=wait_s + 30
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"sluice provision exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
 
 
 @dataclass

@@ -33,6 +33,7 @@ from demo_llm.main import DemoServer
 from demo_llm.main import running_server as running_demo
 from demo_llm.settings import DemoLLMSettings
 from sluice import subjects
+from sluice.admin import provision_as_admin
 from sluice.bus import Bus, connect
 from sluice.catalog import Advertiser
 from sluice.catalog.adverts import runner_id_token
@@ -61,7 +62,6 @@ from sluice.events import (
 )
 from sluice.ids import new_task_id
 from sluice.messages import ControlMessage, WorkMessage, decode_tool_call
-from sluice.provision import provision
 from sluice.records import TaskStore
 from support.catalog import static_tools as tool_descriptors
 from support.nats_server import NatsServer, running_server
@@ -386,9 +386,9 @@ async def runner_stack(
     """Everything a runner test needs; `overrides` are RunnerSettings fields, `tools` replaces the registry's."""
     with running_server(root) as server:
         common = CommonConfig(nats_urls=(server.url,), ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+        await provision_as_admin(common)
         bus = await connect(common, name="sluice-runner-tests")
         try:
-            await provision(bus.js, common)
             async with running_demo(DemoLLMSettings(port=0), log_level="warning") as demo:
                 fake = FakeToolRunner(bus)
                 await fake.start()

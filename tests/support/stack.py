@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from support.nats_server import NatsServer, free_port
-from support.procs import ServiceProcess, base_env
+from support.procs import ServiceProcess, base_env, sluice_provision
 
 __all__ = ["SERVICES", "Stack", "running_stack", "stack"]
 
@@ -85,9 +85,11 @@ class Stack:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Stack:
-        """Starts NATS, then every service (in parallel: each waits for its own ready signal)."""
+        """Starts NATS, provisions it (`sluice provision`), then every service (in parallel: each waits for its own
+        ready signal)."""
         if self.nats is None:
             self.nats = NatsServer(store_dir=self.root / "nats").start()
+        self.provision()
         for name in SERVICES:
             self.services.setdefault(name, self._process(name))
         with ThreadPoolExecutor(len(SERVICES)) as pool:
@@ -106,6 +108,11 @@ class Stack:
         if self.nats is not None:
             self.nats.stop()
             self.nats = None
+
+    def provision(self) -> str:
+        """`sluice provision` with the stack's settings (and `service_env["provision"]`, e.g. the admin seed)."""
+        env = {"SLUICE_NATS_URL": self.nats_url, **self.env, **self.service_env.get("provision", {})}
+        return sluice_provision(base_env(**env))
 
     def start_service(self, name: str) -> ServiceProcess:
         proc = self.service(name)
