@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "runner": "bench.runner_pipeline",
     "idle": "bench.idle_streams",
     "first-token": "bench.first_token",
+    "durability": "bench.durability",
 }
 
 

@@ -82,14 +82,16 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0
 
 
 @contextlib.contextmanager
-def nats_server() -> Iterator[Proc]:
+def nats_server(config: str | None = None) -> Iterator[Proc]:
+    """A JetStream server on a free port; `config`: nats-server config text (e.g. a `jetstream { ... }` block)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-nats-") as store:
-        popen = subprocess.Popen(
-            [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        args = [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store]
+        if config is not None:
+            conf = Path(store) / "nats-server.conf"
+            conf.write_text(config.replace("{store}", store))
+            args += ["-c", str(conf)]
+        popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc = Proc(popen, f"nats://127.0.0.1:{port}")
         try:
             _wait_port(port, popen)

@@ -236,6 +236,12 @@ async def connect(
                 )
             log.error("NATS refused the credentials of identity %s on reconnect", state.identity)
             return
+        if isinstance(exc, ssl.SSLError) and not state.connected and state.reconnects == 0:
+            # Not a server still starting: a certificate this process does not trust (or none). Said once.
+            raise Unavailable(
+                "nats_tls_refused",
+                f"TLS to NATS failed for identity {state.identity}: {exc}; check SLUICE_NATS_TLS_CA / _CERT / _KEY",
+            )
         refused = _REFUSED_RE.search(str(exc))
         if refused is None:
             log.warning("nats error: %s", exc)
