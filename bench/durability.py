@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 SETTINGS = {
     "default (2m)": None,
-    "always": 'jetstream {\n  store_dir: "{store}"\n  sync_interval: always\n}\n',
+    "always": "jetstream {\n  sync_interval: always\n}\n",  # the store dir comes from the -sd flag
 }
 PAYLOAD = b'{"task_id":"bench","type":"llm.delta","data":{"step":1,"attempt":1,"text":"' + b"x" * 200 + b'"}}'
 

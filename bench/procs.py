@@ -89,7 +89,7 @@ def nats_server(config: str | None = None) -> Iterator[Proc]:
         args = [_nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store]
         if config is not None:
             conf = Path(store) / "nats-server.conf"
-            conf.write_text(config.replace("{store}", store))
+            conf.write_text(config)
             args += ["-c", str(conf)]
         popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc = Proc(popen, f"nats://127.0.0.1:{port}")

@@ -5,6 +5,7 @@ allowed ones work, and a bad or missing seed is one clear error, never a hang.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import stat
@@ -19,8 +20,10 @@ from nats.aio.msg import Msg
 
 from sluice import jsapi, subjects
 from sluice.bus import Bus, connect
+from sluice.client.subscribe import events_of_types, task_events
 from sluice.errors import InvalidInput, PermissionDenied, Unavailable
 from sluice.eventlog import read_log
+from sluice.events import TaskCompleted, TaskStarted
 from sluice.ids import new_task_id
 from sluice.nats_auth import write_auth
 from sluice.provision import provision
@@ -309,3 +312,35 @@ def test_seed_files_are_private_and_kept_on_a_second_run(tmp_path: Path) -> None
     text = rotated.auth_conf.read_text()
     assert all(key in text for key in rotated.public_keys.values())
     assert not any(path.read_text().strip() in text for path in rotated.seeds.values()), "a seed in auth.conf"
+
+
+async def test_a_subscriber_follows_tasks_live_through_the_client_api(authed: AuthedNats, admin: Bus) -> None:
+    """`sluice.client.subscribe` as the read-only identity: live ordered consumers, flow control and all."""
+    task_id = new_task_id()
+    reader, runner = await _as(authed, "subscriber"), await _as(authed, "agent-runner")
+    try:
+        finished = events_of_types(reader, ["task.completed"])
+        following = task_events(reader, task_id)
+        first = asyncio.ensure_future(anext(following))
+        ended = asyncio.ensure_future(anext(finished))
+        await runner.publish(subjects.event(task_id, "task.started"), _event(task_id, "task.started"), msg_id="s")
+        assert isinstance(await asyncio.wait_for(first, 15), TaskStarted)
+        done = _event(task_id, "task.completed")
+        await runner.publish(subjects.event(task_id, "task.completed"), done, msg_id=f"{task_id}:end")
+        assert isinstance(await asyncio.wait_for(anext(following), 15), TaskCompleted)
+        assert (await asyncio.wait_for(ended, 15)).task_id == task_id
+        await reader.nc.flush()
+        assert reader.state.refused == {}
+        await following.aclose()
+        await finished.aclose()
+    finally:
+        await reader.close()
+        await runner.close()
+
+
+def _event(task_id: str, event_type: str) -> bytes:
+    data: dict[str, object] = {"attempt": 1, "runner": "r"} if event_type == "task.started" else {"output": "ok"}
+    if event_type == "task.completed":
+        data["usage"] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    envelope = {"task_id": task_id, "type": event_type, "ts": "2026-12-03T00:00:00Z", "source": "agent-runner"}
+    return json.dumps({**envelope, "data": data}).encode()

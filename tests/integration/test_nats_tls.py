@@ -19,7 +19,7 @@ from sluice.bus import connect
 from sluice.config import CommonConfig
 from sluice.errors import Unavailable
 from sluice.ids import new_task_id
-from support.nats_server import NatsServer
+from support.nats_server import NatsServer, nats_server_binary
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,3 +86,19 @@ async def test_plain_text_is_refused(tls_server: NatsServer, secrets: Path) -> N
     plain = replace(_config(tls_server, secrets, "edge"), nats_urls=(tls_server.url,))
     with pytest.raises(Unavailable):
         await asyncio.wait_for(connect(plain, name="e", identity="edge", wait_s=3), 30)
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_the_compose_node_configs_are_valid_nats_server_configs(secrets: Path, tmp_path: Path, node: int) -> None:
+    """deploy/nats/n*.conf as the containers see them (the secrets where compose mounts them): nats-server accepts
+    them, include, TLS block, sync_interval and all."""
+    text = (ROOT / "deploy" / "nats" / f"n{node}.conf").read_text()
+    text = text.replace("/run/secrets/nats-cert", str(secrets / "tls" / "nats.pem"))
+    text = text.replace("/run/secrets/nats-key", str(secrets / "tls" / "nats-key.pem"))
+    text = text.replace("store_dir: /data", f"store_dir: {tmp_path / 'data'}")
+    (tmp_path / "auth.conf").write_text((secrets / "nats" / "auth.conf").read_text())
+    (tmp_path / "nats.conf").write_text(text)
+    checked = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

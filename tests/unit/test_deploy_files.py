@@ -20,9 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
-SLUICE_SERVICES = ("edge-1", "edge-2", "agent-runner", "tool-runner", "demo-llm")
-# Jaeger only: tracing is off every task's path, so nothing waits on it (see the comment in the compose file).
-WITHOUT_HEALTHCHECK = {"jaeger"}
+SLUICE_SERVICES = ("edge-1", "edge-2", "agent-runner", "tool-runner", "demo-llm", "provision")
+# Jaeger: tracing is off every task's path, so nothing waits on it (see the comment in the compose file).
+# provision: a one-shot job; what waits for it waits for it to have exited 0.
+WITHOUT_HEALTHCHECK = {"jaeger", "provision"}
+# The compose services that connect to NATS, and the identity (sluice.permissions) each connects as.
+NATS_IDENTITY = {"edge-1": "edge", "edge-2": "edge", "agent-runner": "agent-runner", "tool-runner": "tool-runner",
+                 "provision": "admin"}  # fmt: skip
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -298,3 +302,91 @@ def test_the_build_context_keeps_what_the_image_copies() -> None:
     }
     for source in copied:
         assert source in kept or f"{source}/**" in kept, f"{source} is copied but ignored by the build context"
+
+
+# ---------------------------------------------------------------- NATS least privilege (CONTRACT §8)
+
+
+def _secret_files(compose: dict[str, Any]) -> dict[str, str]:
+    return {name: spec["file"] for name, spec in (compose.get("secrets") or {}).items()}
+
+
+def _secret_targets(service: dict[str, Any]) -> dict[str, str]:
+    """secret name -> where the service sees it (compose's default target is /run/secrets/<name>)."""
+    out = {}
+    for item in service.get("secrets", []):
+        if isinstance(item, str):
+            out[item] = f"/run/secrets/{item}"
+        else:
+            out[item["source"]] = item.get("target", f"/run/secrets/{item['source']}")
+    return out
+
+
+def test_the_nats_client_port_is_not_published_to_the_host(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert not str(port).endswith(":4222") and str(port) != "4222", f"{name} publishes NATS: {port}"
+
+
+def test_each_service_connects_over_tls_as_its_own_identity_with_only_its_own_seed(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    from sluice.permissions import IDENTITIES
+
+    files = _secret_files(compose)
+    for name, identity in NATS_IDENTITY.items():
+        assert identity in IDENTITIES, identity
+        env, mounted = _env(services[name]), _secret_targets(services[name])
+        seeds = [s for s in mounted if files[s].endswith(".nk")]
+        assert len(seeds) == 1, f"{name} mounts the seeds {seeds}: one identity per service"
+        assert files[seeds[0]] == f"./deploy/secrets/nats/{identity}.nk", name
+        assert env["SLUICE_NATS_NKEY_FILE"] == mounted[seeds[0]], name
+        assert all(urlsplit(u).scheme == "tls" for u in env["SLUICE_NATS_URL"].split(",")), name
+        assert env["SLUICE_NATS_TLS_CA"] in mounted.values() and files["nats-ca"] == "./deploy/secrets/tls/ca.pem"
+    for name in set(services) - set(NATS_IDENTITY):
+        assert not any(files[s].endswith(".nk") for s in _secret_targets(services[name])), f"{name} needs no seed"
+
+
+def test_every_secret_is_one_make_secrets_writes_and_git_ignores(compose: dict[str, Any]) -> None:
+    from sluice.permissions import IDENTITIES
+
+    script = (DEPLOY / "make-secrets.sh").read_text()
+    assert "nats-auth" in script and (DEPLOY / "make-secrets.sh").stat().st_mode & 0o111
+    made = {"nats/auth.conf", "tls/ca.pem", "tls/nats.pem", "tls/nats-key.pem"}
+    made |= {f"nats/{identity}.nk" for identity in IDENTITIES}
+    for tls_file in ("ca.pem", "nats.pem", "nats-key.pem"):
+        assert f"$tls/{tls_file}" in script, tls_file
+    for name, path in _secret_files(compose).items():
+        assert path.startswith("./deploy/secrets/") and path.removeprefix("./deploy/secrets/") in made, name
+    assert "deploy/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_only_provision_administers_and_every_nats_service_waits_for_it(services: dict[str, dict[str, Any]]) -> None:
+    assert services["provision"]["command"][0] == "provision"
+    assert services["provision"]["restart"] == "no"
+    for node in NATS_NODES:
+        assert services["provision"]["depends_on"][node]["condition"] == "service_healthy"
+    for name in set(NATS_IDENTITY) - {"provision"}:
+        rule = services[name]["depends_on"]["provision"]
+        assert rule["condition"] == "service_completed_successfully", name
+
+
+def test_each_nats_node_requires_tls_and_the_generated_authorization(services: dict[str, dict[str, Any]]) -> None:
+    for i, node in enumerate(NATS_NODES, 1):
+        text = re.sub(r"#.*", "", (DEPLOY / "nats" / f"n{i}.conf").read_text())
+        assert re.search(r'^include\s+"auth\.conf"', text, re.MULTILINE), node
+        tls = re.search(r"^tls\s*\{(.*?)\n\}", text, re.DOTALL | re.MULTILINE)
+        assert tls, f"{node}: no tls block"
+        mounted = _secret_targets(services[node])
+        assert mounted["nats-auth"] == "/etc/nats/auth.conf", "the include is resolved beside nats.conf"
+        for key, secret in (("cert_file", "nats-cert"), ("key_file", "nats-key")):
+            value = re.search(rf"{key}\s*[:=]\s*\"?([^\"\s]+)", tls.group(1))
+            assert value and value.group(1) == mounted[secret], f"{node}: {key}"
+
+
+def test_every_nats_node_syncs_before_acknowledging(services: dict[str, dict[str, Any]]) -> None:
+    """The README says no acknowledged event is lost on power failure: that holds only with sync_interval: always."""
+    for i in range(1, 4):
+        text = re.sub(r"#.*", "", (DEPLOY / "nats" / f"n{i}.conf").read_text())
+        jetstream = re.search(r"^jetstream\s*\{(.*?)\n\}", text, re.DOTALL | re.MULTILINE)
+        assert jetstream and re.search(r"sync_interval\s*[:=]\s*always", jetstream.group(1)), f"n{i}.conf"
