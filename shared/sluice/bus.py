@@ -77,6 +77,7 @@ class ConnectionState:
     reconnects: int = 0
     listeners: list[Callable[[str], None]] = field(default_factory=list)
     identity: str = "anonymous"
+    last_error: str = ""
     # Subjects the server refused this identity (lowercased, as the server reports them): "publish"/"subscription".
     refused: dict[str, str] = field(default_factory=dict)
 
@@ -221,6 +222,7 @@ async def connect(
 
     async def reconnected() -> None:
         state.connected = True
+        state.last_error = ""
         state.reconnects += 1
         log.info("nats reconnected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")})
         state.notify("reconnected")
@@ -244,7 +246,9 @@ async def connect(
             )
         refused = _REFUSED_RE.search(str(exc))
         if refused is None:
-            log.warning("nats error: %s", exc)
+            # Said once, not every half second while a server stays unreachable.
+            log.log(logging.DEBUG if str(exc) == state.last_error else logging.WARNING, "nats error: %s", exc)
+            state.last_error = str(exc)
             return
         what, subject = refused.group(1).lower(), refused.group(2)
         if state.refused.get(subject) != what:

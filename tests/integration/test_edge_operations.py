@@ -9,6 +9,7 @@ import httpx
 import pytest
 from starlette.responses import Response
 
+from sluice.admin import provision_as_admin
 from sluice.bus import Bus
 from sluice.config import CommonConfig
 from stream_edge.settings import EdgeSettings
@@ -40,6 +41,7 @@ async def test_probes_and_scrapes_ignore_query_parameters_they_add(edge: EdgeUnd
 async def test_readyz_is_503_while_nats_is_down_and_recovers(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         config = CommonConfig(nats_urls=(server.url,), ack_wait_s=3.0)
+        await provision_as_admin(config)  # the edge only checks; provisioning is `sluice provision`'s
         async with running_edge(config) as edge:
             await advertise_shipped_agents(edge.app.state.edge.bus)
             assert (await edge.client.get("/readyz")).status_code == 200
