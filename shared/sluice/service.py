@@ -17,7 +17,7 @@ from sluice.bus import Bus, connect
 from sluice.config import CommonConfig
 from sluice.errors import SluiceError
 from sluice.logs import setup_logging
-from sluice.permissions import needs_of
+from sluice.permissions import IDENTITIES, Needs, needs_of
 from sluice.provisioned import wait_provisioned
 from sluice.telemetry import setup_telemetry
 
@@ -66,7 +66,8 @@ async def serve_until_signal(name: str, common: CommonConfig, main: ServiceMain)
         log.info("%s stopped before NATS was reachable", name)
         return
     try:
-        provisioned, _ = await unless_stopped(wait_provisioned(bus.js, common, needs_of(name), service=name), stopping)
+        needs = needs_of(name) if name in IDENTITIES else Needs()  # a process that is no Sluice identity checks nothing
+        provisioned, _ = await unless_stopped(wait_provisioned(bus.js, common, needs, service=name), stopping)
         if not provisioned:
             log.info("%s stopped before what it needs was provisioned", name)
             return
