@@ -17,7 +17,7 @@ def test_the_tool_runner_publishes_only_its_two_event_types_and_its_consumer_req
     publish = permissions_of("tool-runner").publish
     events = [p for p in publish if p.startswith("sluice.")]
     assert events == [subjects.events_of_type("tool.started"), subjects.events_of_type("tool.completed")]
-    assert not any(p.startswith("$KV.") for p in publish), "the tool-runner never writes a record"
+    assert not any(p.startswith(f"$KV.{subjects.TASKS_BUCKET}.") for p in publish), "it never writes a task record"
 
 
 def test_only_the_edge_submits_resumes_and_sends_control_notices_and_work() -> None:
