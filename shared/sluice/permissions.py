@@ -188,6 +188,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         writes_bucket(subjects.CONTEXTS_BUCKET),
         reads_work(),  # cancel and the reconciler: is a work message left for the task?
         writes_bucket(subjects.LEASES_BUCKET),  # the reconciler's lease
+        watches_bucket(subjects.TASKS_BUCKET),  # the reconciler's sweep over the records
         reads_bucket(subjects.CATALOG_BUCKET),
         watches_bucket(subjects.CATALOG_BUCKET),
         reads_log(),
