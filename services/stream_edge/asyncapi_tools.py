@@ -37,6 +37,10 @@ TOOL_RUNNER_STEPS = f"""A tool-runner in any language does exactly this.
    a. It does not decode, or its task_id does not match ^[A-Za-z0-9_-]{{8,64}}$ → term it (`+TERM`).
    b. Read the task record (KV `{subjects.TASKS_BUCKET}`, key = task_id). No record, or its `state` is completed,
       failed or canceled → ack it, publish nothing.
+   b2. A tool you do not serve, that another live runner advertises (the catalog above): pass it on — note a
+      hand-back (KV `{subjects.HANDBACKS_BUCKET}`, key `{subjects.TOOLS_STREAM}.<the message's stream sequence>`, the
+      value a decimal count you increment with a KV create / compare-and-set update) and nak it with a short delay.
+      A noted hand-back does not count toward the poison limit; a delivery without one counts as a crash.
    c. Redelivery check: if the message's delivery count (the 5th token of its `$JS.ACK...` reply subject) is more
       than 1, read the task's events on `{_COMPLETED}` (stream `{subjects.EVENTS_STREAM}`). If one has
       `data.call_id` equal to this call's → ack, do not run the tool again, publish nothing. Do the same for
@@ -47,9 +51,10 @@ TOOL_RUNNER_STEPS = f"""A tool-runner in any language does exactly this.
    f. Publish `tool.completed` to `{_COMPLETED}` with `Nats-Msg-Id: {{task_id}}:tool:{{call_id}}:done`: data
       `call_id`, `name`, `ok`, `result` (when ok) or `error` (when not), `duration_ms`. A result over your output
       limit is cut, and says so. A tool you do not serve is `ok: false`, error "unknown tool '<name>'".
-   g. Ack. If NATS failed on the way, nak with a delay instead: the call comes back, and the checks above and the
-      Nats-Msg-Ids make the retry harmless. After more deliveries than the configured maximum (default 5),
-      publish `tool.completed` with `ok: false` and term.
+   g. Ack. If NATS failed on the way, note a hand-back and nak with a delay instead: the call comes back, and the
+      checks above and the Nats-Msg-Ids make the retry harmless. When the crashes behind a delivery (its earlier
+      deliveries less the hand-backs noted for it) reach the configured maximum (default 5), publish
+      `tool.completed` with `ok: false` and term.
    Every event is the JSON envelope {{"task_id", "type", "ts" (RFC 3339 UTC, milliseconds), "source":
    "tool-runner", "trace_id", "data"}} (stored without `id`), and carries `traceparent` from the call's headers.
 """

@@ -13,6 +13,7 @@ worker carries out. The decisions, in the order they are taken:
 | otherwise: run it | `tool.started`, then `tool.completed` | `ACK` |
 | ... but the record turned terminal while it ran | `tool.started` only | `ACK` |
 | ... or the task's terminal event was stored first | what was stored before the end | `ACK` |
+| a tool this runner does not serve, but another live one does (the catalog) | none | `PASS_ON` (not a crash) |
 | NATS unavailable (record, log or publish) | what got through | `HAND_BACK` (not a crash) |
 
 Crashes are counted, not deliveries: a tool-runner that stops (SIGTERM) or meets a NATS outage notes the hand-back
@@ -79,6 +80,7 @@ class Skipped(StrEnum):
     DUPLICATE = "duplicate"
     RETRY = "retry"
     UNDECODABLE = "undecodable"
+    ELSEWHERE = "elsewhere"  # a tool this runner does not serve but another live one does (the catalog says)
 
 
 class Disposition(StrEnum):
@@ -87,6 +89,7 @@ class Disposition(StrEnum):
     ACK = "ack"  # done with it: its result is in the log, or there is nothing to publish
     NAK = "nak"  # an unexpected error: deliver it again after a delay (to any tool-runner); counts as a crash
     HAND_BACK = "hand_back"  # a transient failure (NATS): a fresh message, after a delay; not a crash
+    PASS_ON = "pass_on"  # another tool-runner serves this tool: back at once, for it; not a crash
     TERM = "term"  # never deliver it again: it cannot be read, or it was given up on
 
 
@@ -109,6 +112,7 @@ class ToolCallHandler:
         max_output_bytes: int | None = None,
         lookup: Callable[[str], Invocable | None] = get_tool,
         handbacks: HandBacks | None = None,
+        served_elsewhere: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -117,6 +121,9 @@ class ToolCallHandler:
         self.max_deliver = max_deliver
         self.max_output_bytes = max_output_bytes
         self.lookup = lookup
+        # Tool-runners may serve different tools on the one shared consumer: a call for a tool only another live
+        # runner serves is passed on to it, not answered "unknown tool".
+        self.served_elsewhere = served_elsewhere
         self.writer = EventWriter(bus, SOURCE)
 
     async def handle(self, msg: Msg) -> Disposition:
@@ -151,6 +158,9 @@ class ToolCallHandler:
         if (why := await self._task_gone(call.task_id)) is not None:
             log.info("tool call %s not run: %s", call.call_id, why, extra={"call_id": call.call_id})
             return why, Disposition.ACK
+        if self.lookup(call.name) is None and self.served_elsewhere(call.name):
+            log.info("tool call %s: %s is served by another tool-runner; passed on", call.call_id, call.name)
+            return Skipped.ELSEWHERE, Disposition.PASS_ON
         seen = _Seen()
         crashes = await self.handbacks.crashes(msg) if self.handbacks is not None else deliveries - 1
         if deliveries > 1:

@@ -13,7 +13,7 @@ from functools import partial
 
 from sluice import subjects
 from sluice.bus import Bus
-from sluice.catalog import Advertiser
+from sluice.catalog import Advertiser, CatalogView
 from sluice.clock import now_iso
 from sluice.config import CommonConfig
 from sluice.errors import InvalidInput
@@ -56,7 +56,11 @@ async def serve(
     toolbox.on_change = lambda: advertiser.replace(
         runner_advert(settings.runner_id, toolbox.adverts(), ttl_s=common.catalog_ttl_s, started_at=started_at)
     )
+    # The catalog, watched: a call for a tool only another tool-runner serves is passed on to it.
+    view = CatalogView(bus)
+    own_key = subjects.catalog_runner_key("tool-runner", settings.runner_id)
     try:
+        await view.start()
         store = TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))
         handbacks = HandBacks(await bus.js.key_value(subjects.HANDBACKS_BUCKET))
         handler = ToolCallHandler(
@@ -67,6 +71,7 @@ async def serve(
             max_output_bytes=settings.max_output_bytes,
             handbacks=handbacks,
             lookup=toolbox.get,
+            served_elsewhere=lambda name: view.serves_elsewhere(name, own_key),
         )
         worker = ToolWorker(bus, handler, metrics, settings)
 
@@ -95,6 +100,7 @@ async def serve(
             finally:
                 advertising.set()
     finally:
+        await view.stop()
         if stop_metrics is not None:
             stop_metrics()
 

@@ -37,6 +37,8 @@ from .settings import ToolRunnerSettings
 __all__ = ["ToolWorker"]
 
 log = logging.getLogger(__name__)
+# A call passed on to the tool-runner that serves its tool comes back a moment later, to any runner.
+_PASS_ON_DELAY_S = 0.2
 
 
 class ToolWorker:
@@ -135,6 +137,8 @@ class ToolWorker:
                 await msg.term()
             elif disposition is Disposition.HAND_BACK:
                 await self._hand_back(msg, delay_s=self.settings.retry_delay_s)
+            elif disposition is Disposition.PASS_ON:
+                await self._hand_back(msg, delay_s=_PASS_ON_DELAY_S)
             else:
                 await msg.nak(delay=self.settings.retry_delay_s)
         except nats.errors.Error as exc:  # not settled: JetStream redelivers after the ack deadline

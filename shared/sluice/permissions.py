@@ -12,8 +12,8 @@ the server. A stream or bucket added to provisioning is one more grant on the li
     agent-runner   its own event types, tool calls, task records,  its work consumer, the event log (and its own
                    hand-back notes, its catalog entry and its      ordered consumers on it), ctl notices, the
                    agents' known keys                               catalog (watch)
-    tool-runner    tool.started, tool.completed, hand-back notes,  its tool consumer, the event log, records
-                   its catalog entry
+    tool-runner    tool.started, tool.completed, hand-back notes,  its tool consumer, the event log, records,
+                   its catalog entry                                the catalog (watch)
     subscriber     nothing (JetStream read requests only)           the event log
     admin          the JetStream API (`sluice provision`)           its inbox
 
@@ -213,6 +213,8 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         reads_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.HANDBACKS_BUCKET),
         advertises("tool-runner"),
+        reads_bucket(subjects.CATALOG_BUCKET),
+        watches_bucket(subjects.CATALOG_BUCKET),
         reads_log(),
     ),
     "subscriber": (reads_log(), follows_log(), listens(subjects.events_all())),

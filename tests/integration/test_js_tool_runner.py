@@ -27,6 +27,8 @@ from support.catalog_watch import until_catalog
 from support.nats_server import NatsServer, running_server
 from support.tool_runner import call_events, completed_event, create_task, publish_call
 from support.waiting import eventually
+from tool_runner.main import serve as tool_runner_serve
+from tool_runner.settings import ToolRunnerSettings
 
 RUNNER_DIR = Path(__file__).resolve().parents[1] / "js_tool_runner"
 NODE = shutil.which("node")
@@ -131,6 +133,35 @@ async def test_a_call_redelivered_after_a_crash_before_the_ack_is_not_completed_
     assert [type(e) for e in events] == [ev.ToolStarted, ev.ToolCompleted], events
     assert len(ran) == 1 and ran[0]["delivered"] == 1  # run once, on the first delivery only
     assert second.logged("skipped", call_id=call_id)[0]["why"] == "completed"
+
+
+async def test_side_by_side_with_the_python_tool_runner_each_call_reaches_the_runner_that_serves_its_tool(
+    private: Private, tmp_path: Path
+) -> None:
+    """Both runners pull the one shared consumer; a call for a tool only the other one serves is passed on to it
+    (not answered "unknown tool"), and passing on is not counted as a crash."""
+    task_id = new_task_id()
+    await create_task(private.bus, task_id)
+    common = CommonConfig(nats_urls=(private.server.url,), ack_wait_s=2.0, max_deliver=2)
+    settings = ToolRunnerSettings(metrics_port=0, fetch_timeout_s=0.5, runner_id="py-1")
+    stopping = asyncio.Event()
+    python_runner = asyncio.create_task(tool_runner_serve(private.bus, stopping, settings=settings, common=common))
+    try:
+        with js_runner(private.server, tmp_path / "js.log", SLUICE_TOOL_RUNNER_ID="js-4"):
+            served = {"js_reverse", "calculator"}
+            await until_catalog(private.view, lambda: served <= {t.name for t in private.view.tools()})
+            calls = []
+            for n in range(6):
+                calls.append((await publish_call(private.bus, task_id, "js_reverse", {"text": f"ab{n}"}), f"{n}ba"))
+                calls.append((await publish_call(private.bus, task_id, "calculator", {"expression": f"{n}*7"}),
+                              str(n * 7)))  # fmt: skip
+            done = [
+                (await completed_event(private.bus, task_id, call_id, timeout_s=30), want) for call_id, want in calls
+            ]
+    finally:
+        stopping.set()
+        await asyncio.wait_for(python_runner, 30)
+    assert [(e.data.ok, e.data.result) for e, _ in done] == [(True, want) for _, want in done]
 
 
 async def _async(value: object) -> object:

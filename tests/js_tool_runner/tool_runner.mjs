@@ -48,7 +48,10 @@ const TOOLS = {
 const log = (fields) => console.log(JSON.stringify(fields));
 const nc = await connect({ servers: process.env.SLUICE_NATS_URL, name: `sluice-js-tool-runner-${runnerId}` });
 const js = jetstream(nc);
-const records = await new Kvm(nc).open("sluice-tasks");
+const kvm = new Kvm(nc);
+const records = await kvm.open("sluice-tasks");
+const catalog = await kvm.open("sluice-catalog");
+const handbacks = await kvm.open("sluice-handbacks");
 const catalogKey = `$KV.sluice-catalog.runners.tool-runner.${runnerId}`;
 const startedAt = new Date().toISOString();
 
@@ -100,6 +103,33 @@ async function taskState(taskId) {
   return entry.json().state;
 }
 
+// Does a live runner other than this one advertise `name`? (Read from the catalog when needed.)
+async function servedElsewhere(name) {
+  const own = `runners.tool-runner.${runnerId}`;
+  for await (const key of await catalog.keys("runners.tool-runner.*")) {
+    if (key === own) continue;
+    const entry = await catalog.get(key);
+    if (entry?.operation === "PUT" && (entry.json().tools || []).some((t) => t.name === name)) return true;
+  }
+  return false;
+}
+
+// A clean hand-back, noted so that the next delivery does not count it as a crash.
+async function noteHandBack(m) {
+  const key = `${TOOLS_STREAM}.${m.info.streamSequence}`;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const entry = await handbacks.get(key);
+    const count = entry?.operation === "PUT" ? Number(entry.string() || "0") : 0;
+    try {
+      if (entry?.operation === "PUT") await handbacks.update(key, String(count + 1), entry.revision);
+      else await handbacks.create(key, String(count + 1));
+      return;
+    } catch {
+      /* another writer was first: read again */
+    }
+  }
+}
+
 function cut(text) {
   const bytes = Buffer.from(text, "utf8");
   if (bytes.length <= MAX_OUTPUT_BYTES) return text;
@@ -125,6 +155,13 @@ async function handle(m, ackWaitMs) {
     m.ack();
     return;
   }
+  const tool = TOOLS[call.name];
+  if (!tool && (await servedElsewhere(call.name))) {
+    log({ msg: "passed on", call_id: call.call_id, name: call.name });
+    await noteHandBack(m);
+    m.nak(200);
+    return "passed on";
+  }
   const delivered = m.info.deliveryCount;
   let started = false;
   if (delivered > 1) {
@@ -136,7 +173,6 @@ async function handle(m, ackWaitMs) {
     started = await inLog(call, "tool.started");
   }
   const traceparent = m.headers?.get("traceparent") || "";
-  const tool = TOOLS[call.name];
   if (delivered > MAX_DELIVER) {
     const error = `${call.name} was abandoned after ${delivered} attempts that did not finish`;
     await publishEvent(call, "tool.completed", { call_id: call.call_id, name: call.name, ok: false, error, duration_ms: 0 }, "done", traceparent);
@@ -177,26 +213,32 @@ await advertise();
 const refresh = setInterval(() => advertise().catch((err) => log({ msg: "advertise failed", error: String(err) })), (ttlS * 1000) / 3);
 const consumer = await js.consumers.get(TOOLS_STREAM, TOOL_CONSUMER);
 const ackWaitMs = (await consumer.info()).config.ack_wait / 1e6;
-const messages = await consumer.consume({ max_messages: 4 });
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let stopping = false;
 async function stop() {
-  if (stopping) return;
   stopping = true;
-  clearInterval(refresh);
-  await messages.close();
-  await withdraw().catch(() => {});
-  await nc.drain();
 }
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
 
 log({ msg: "ready", runner: runnerId });
-for await (const m of messages) {
-  try {
-    await handle(m, ackWaitMs);
-  } catch (err) {
-    log({ msg: "a call failed on the way; it comes back", error: String(err) });
-    m.nak(2000);
+// One message per fetch, fetched only when free (as the protocol asks): a buffered consumer would hold calls that
+// another runner could serve. After passing a call on, wait a moment so the runner that serves it asks first.
+while (!stopping) {
+  const batch = await consumer.fetch({ max_messages: 1, expires: 1000 });
+  for await (const m of batch) {
+    let outcome;
+    try {
+      outcome = await handle(m, ackWaitMs);
+    } catch (err) {
+      log({ msg: "a call failed on the way; it comes back", error: String(err) });
+      await noteHandBack(m).catch(() => {});
+      m.nak(2000);
+    }
+    if (outcome === "passed on") await sleep(300);
   }
 }
+clearInterval(refresh);
+await withdraw().catch(() => {});
+await nc.drain();

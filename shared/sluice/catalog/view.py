@@ -215,6 +215,10 @@ class CatalogView:
                                    "defines it; not counted for it", advert.runner, tool.name)  # fmt: skip
         return out
 
+    def serves_elsewhere(self, tool: str, runner_key: str) -> bool:
+        """Whether a live runner other than the one advertised under `runner_key` serves `tool`."""
+        return any(key != runner_key and any(t.name == tool for t in a.tools) for key, a in self._runners.items())
+
     def tools(self) -> list[ToolEntry]:
         return [
             ToolEntry(t.name, t.description, t.input_schema, t.timeout_s, n)
