@@ -161,7 +161,8 @@ async def test_side_by_side_with_the_python_tool_runner_each_call_reaches_the_ru
     finally:
         stopping.set()
         await asyncio.wait_for(python_runner, 30)
-    assert [(e.data.ok, e.data.result) for e, _ in done] == [(True, want) for _, want in done]
+    errors = [e.data.error for e, _ in done]
+    assert [(e.data.ok, e.data.result) for e, _ in done] == [(True, want) for _, want in done], errors
 
 
 async def _async(value: object) -> object:

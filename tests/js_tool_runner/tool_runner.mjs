@@ -173,7 +173,10 @@ async function handle(m, ackWaitMs) {
     started = await inLog(call, "tool.started");
   }
   const traceparent = m.headers?.get("traceparent") || "";
-  if (delivered > MAX_DELIVER) {
+  // Crashes behind this delivery: its earlier deliveries less the clean hand-backs noted for it.
+  const noted = delivered > 1 ? await handbacks.get(`${TOOLS_STREAM}.${m.info.streamSequence}`) : null;
+  const crashes = delivered - 1 - (noted?.operation === "PUT" ? Number(noted.string() || "0") : 0);
+  if (crashes >= MAX_DELIVER) {
     const error = `${call.name} was abandoned after ${delivered} attempts that did not finish`;
     await publishEvent(call, "tool.completed", { call_id: call.call_id, name: call.name, ok: false, error, duration_ms: 0 }, "done", traceparent);
     m.term();
