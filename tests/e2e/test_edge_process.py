@@ -94,8 +94,9 @@ async def test_sigterm_ends_open_streams_and_exits_0_within_the_grace_and_a_clie
 
 
 async def test_the_edge_process_serves_the_api_and_stops_cleanly_when_idle(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, bus: Bus, tmp_path: Path
 ) -> None:
+    # `bus`: the session's catalog knows the shipped agents (otherwise "assistant" is 422 unknown_agent).
     edge, url = edge_process(tmp_path, nats_server.url)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
