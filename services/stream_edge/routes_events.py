@@ -10,6 +10,11 @@ silently skip the events written in between.
     admit      `admit_stream`: may this caller read this task's stream, now? — the place where checks on the
                caller (credentials, tenant, per-tenant stream limits) run, before anything is streamed
     open       `open_stream`: the cursor checks that need the record, then the hub
+
+In the edge this route is answered by `events_asgi.EventsRoute` (plain ASGI, inside every middleware, ahead of
+FastAPI's routing) through `events_response`; the FastAPI route below describes it in the OpenAPI document and
+calls the same function. So FastAPI dependencies added to the route below do not run in the edge: a check on the
+caller belongs in `admit_stream` (it gets the Starlette request, scope and state included) or in a middleware.
 """
 
 from __future__ import annotations
