@@ -27,7 +27,7 @@ from rich.text import Text
 from sluice.client.http import EdgeClient, new_idempotency_key
 from sluice.client.settings import edge_url
 from sluice.client.transcript import Transcript, Update
-from sluice.errors import Conflict, InvalidInput, SluiceError, Unavailable
+from sluice.errors import Conflict, InvalidInput, SluiceError, Unauthenticated, Unavailable
 from sluice.events import TaskInputRequiredData, TaskRecord
 from sluice.ids import is_task_id, parse_event_id
 from sluice_cli.render import PlainView, input_prompt
@@ -333,6 +333,9 @@ def run_command(work: Awaitable[int]) -> int:
     except InvalidInput as exc:
         _err(exc.message)
         return EXIT_USAGE
+    except Unauthenticated as exc:
+        _err(f"{exc.message} (set SLUICE_API_KEY to an API key of this edge: `sluice keys add --tenant T`)")
+        return EXIT_FAILED
     except SluiceError as exc:
         _err(exc.message)
         return EXIT_FAILED

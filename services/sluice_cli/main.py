@@ -46,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("tool-runner", _service("tool_runner.main"), "run a tool-runner")
     add("demo-llm", _service("demo_llm.main"), "run the demo model server (OpenAI-compatible)")
     add("schema", _schema, "print the JSON Schema of every wire type")
-    from sluice_cli import chat_command, client_commands, nats_commands
+    from sluice_cli import chat_command, client_commands, keys, nats_commands
 
     client_commands.register(sub)
     chat_command.register(sub)
     nats_commands.register(sub)
+    keys.register(sub)
     return parser
 
 

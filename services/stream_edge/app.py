@@ -5,8 +5,9 @@ given), waits until what it needs is provisioned, builds the task store, the tas
 runs the reconciler (one edge at a time sweeps, see `reconciler.py`); on shutdown it stops the reconciler, drains
 the hub (within the grace period) and closes the bus it opened.
 
-Middleware, outermost first: an opened event stream's body (events_asgi.py) → OpenTelemetry server span → HTTP
-metrics → CORS (when origins are configured) → body limit → curl's form-typed bodies read as JSON → `GET
+Middleware, outermost first: `?access_token=` moved out of the query (auth/guard.py) → an opened event stream's
+body (events_asgi.py) → OpenTelemetry server span → HTTP metrics → CORS (when origins are configured) → curl's
+form-typed bodies read as JSON → body limit → the guard (Host, Origin, credentials: auth/guard.py) → `GET
 /v1/tasks/{id}/events` answered as plain ASGI (events_asgi.py) → FastAPI's exception handlers → routes.
 
 Adding routes: `edge_routers()` lists every router the edge serves. The web client (`GET /`) and the A2A
@@ -35,6 +36,8 @@ from sluice.permissions import needs_of
 from sluice.provisioned import wait_provisioned
 from sluice.records import TaskStore
 from sluice.service import unless_stopped
+from stream_edge.auth import Authenticator
+from stream_edge.auth.guard import AccessTokenFromQuery, EdgeGuard
 from stream_edge.body_limit import BodyLimitMiddleware
 from stream_edge.commands import TaskService
 from stream_edge.contexts import ContextIndex, Conversations
@@ -42,7 +45,7 @@ from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
 from stream_edge.events_asgi import DetachedStreams, EventsRoute
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
-from stream_edge.openapi import install_openapi
+from stream_edge.openapi import install_docs, install_openapi
 from stream_edge.reconciler import LEASE_KEY, Lease, Reconciler
 from stream_edge.runtime import EdgeRuntime, StreamHubLike
 from stream_edge.settings import EdgeSettings
@@ -95,6 +98,7 @@ def create_app(
     """The edge app. `bus`: an already connected and provisioned bus to use (and not close); by default the
     lifespan connects its own. `hub_factory` replaces the stream hub (tests); `tracer_provider` the global one."""
     make_hub = hub_factory or default_hub
+    auth = Authenticator(settings.auth)  # reads the keys file now: a bad one stops the edge before it serves
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,7 +128,10 @@ def create_app(
             await catalog.start()
             hub = make_hub(active, settings)
             tasks = TaskService(active, store, catalog.confirm_known, conversations)
-            edge = EdgeRuntime(settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog)
+            edge = EdgeRuntime(
+                settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog, tokens=auth.tokens
+            )
+            await auth.start()
             await hub.start()
             if settings.reconcile_interval_s > 0:
                 reconciler = Reconciler(
@@ -159,6 +166,7 @@ def create_app(
         summary="Submit AI agent tasks and stream their events (SSE / NDJSON) with durable replay.",
         lifespan=lifespan,
         redoc_url=None,
+        docs_url=None,  # install_docs: Swagger UI from the edge's own files
     )
     metrics = EdgeMetrics()
     app.state.metrics = metrics
@@ -166,13 +174,23 @@ def create_app(
     app.state.startup_error = None  # a SluiceError that ended the start-up (the server then exits 1)
     app.state.stopping = asyncio.Event()  # set by the server on SIGTERM/SIGINT: ends a wait at start-up
     app.state.settings = settings
+    app.state.auth = auth
     for router in edge_routers():
         app.include_router(router)
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
 
     # Innermost (added first): the events route as plain ASGI, inside every middleware below, ahead of routing.
     app.add_middleware(EventsRoute)
+    # Around it, so every request — the plain-ASGI events route too — is admitted (or refused) first.
+    app.add_middleware(
+        EdgeGuard,
+        auth=auth,
+        cors_origins=settings.cors_origins,
+        allowed_hosts=settings.auth.allowed_hosts,
+        bind_host=settings.host,
+    )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(FormBodyAsJsonMiddleware)
     if settings.cors_origins:
@@ -181,7 +199,15 @@ def create_app(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=[
-                *("Accept", "Content-Type", "Last-Event-ID", "Idempotency-Key", "traceparent", "tracestate"),
+                *(
+                    "Accept",
+                    "Authorization",
+                    "Content-Type",
+                    "Last-Event-ID",
+                    "Idempotency-Key",
+                    "traceparent",
+                    "tracestate",
+                ),
                 *("A2A-Version", "A2A-Extensions"),  # the A2A endpoint's request headers
             ],
             expose_headers=["Location", "Retry-After"],
@@ -192,7 +218,7 @@ def create_app(
         app, exclude_spans=["send", "receive"], tracer_provider=tracer_provider, excluded_urls=_NOT_TRACED
     )
     # Outermost, around the stack the tracing middleware wraps when it is built: an opened event stream's body runs
-    # here, outside every middleware (events_asgi.py).
+    # outside every middleware (events_asgi.py), and no span, log line or metric ever sees a stream token.
     build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: DetachedStreams(build_stack())  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: AccessTokenFromQuery(DetachedStreams(build_stack()))  # type: ignore[method-assign]
     return app

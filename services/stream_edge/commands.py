@@ -35,7 +35,7 @@ import nats.js.errors
 from sluice import msgids, subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
-from sluice.errors import Conflict, InvalidInput, TaskEnded, Unavailable
+from sluice.errors import Conflict, InvalidInput, NotFound, TaskEnded, Unavailable
 from sluice.eventlog import EventWriter, LogEntry
 from sluice.events import (
     ErrorInfo,
@@ -52,7 +52,7 @@ from sluice.events import (
     encode,
 )
 from sluice.guard import LogGuard
-from sluice.ids import is_task_id, new_task_id, parse_task_id
+from sluice.ids import DEFAULT_TENANT, is_task_id, new_task_id, parse_task_id
 from sluice.logs import task_scope
 from sluice.messages import ControlMessage, WorkMessage
 from sluice.propagation import current_trace_id
@@ -100,6 +100,10 @@ def validate_idempotency_key(key: str) -> str:
     return key
 
 
+def _no_task(task_id: str) -> NotFound:
+    return NotFound("task_not_found", f"no task {task_id}")
+
+
 def _with_last_event(seq: int) -> Callable[[TaskRecord], TaskRecord | None]:
     """A record change that moves `last_event_id` forward to `seq` (never back: another writer may be ahead)."""
 
@@ -126,7 +130,12 @@ class TaskService:
     # ------------------------------------------------------------------ submit
 
     async def submit(
-        self, request: TaskSubmittedData, *, idempotency_key: str | None = None, trace_id: str | None = None
+        self,
+        request: TaskSubmittedData,
+        *,
+        idempotency_key: str | None = None,
+        trace_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> TaskRecord:
         """Creates a task and hands it to the runners; returns its record (`last_event_id` = `task.submitted`).
 
@@ -140,12 +149,14 @@ class TaskService:
             )
         task_id = new_task_id()
         if idempotency_key is not None:
-            owner = await self.store.claim_idempotency_key(validate_idempotency_key(idempotency_key), task_id)
+            owner = await self.store.claim_idempotency_key(
+                validate_idempotency_key(idempotency_key), task_id, tenant=tenant
+            )
             if owner != task_id:
                 return await self._repeat(owner, request, trace_id)
         if self.conversations is not None:  # the context's history, and the task listed in its context
-            request = await self.conversations.prepare(request)
-            await self.conversations.join(request, task_id)
+            request = await self.conversations.prepare(request, tenant)
+            await self.conversations.join(request, task_id, tenant)
         now = now_iso()
         record = TaskRecord(
             id=task_id,
@@ -157,6 +168,7 @@ class TaskService:
             metadata=request.metadata,
             context_id=request.context_id,
             trace_id=trace_id or current_trace_id() or None,
+            tenant=tenant,
         )
         await self.store.create(record)
         with task_scope(task_id):
@@ -226,20 +238,28 @@ class TaskService:
 
     # ------------------------------------------------------------------ read
 
-    async def get(self, task_id: str) -> TaskRecord:
-        return await self.store.get(parse_task_id(task_id))
+    # Every read and change names the caller's tenant: another tenant's task is NotFound, exactly as no task.
 
-    async def find(self, task_id: str) -> TaskRecord | None:
-        return await self.store.find(parse_task_id(task_id))
+    async def get(self, task_id: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord:
+        record = await self.find(task_id, tenant=tenant)
+        if record is None:
+            raise _no_task(task_id)
+        return record
+
+    async def find(self, task_id: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
+        record = await self.store.find(parse_task_id(task_id))
+        return record if record is not None and record.tenant == tenant else None
 
     # ------------------------------------------------------------------ cancel
 
-    async def cancel(self, task_id: str, reason: str = "") -> TaskRecord:
+    async def cancel(self, task_id: str, reason: str = "", *, tenant: str = DEFAULT_TENANT) -> TaskRecord:
         """Cancels a task that has not ended (Conflict if it has). Returns the record, state `canceled`."""
         task_id = parse_task_id(task_id)
         reason = reason.strip() or "canceled by client"
 
         def change(record: TaskRecord) -> TaskRecord:
+            if record.tenant != tenant:
+                raise _no_task(task_id)
             if record.terminal:
                 raise Conflict("task_terminal", f"task {task_id} has already ended ({record.state})")
             return msgspec.structs.replace(record, state="canceled")
@@ -272,14 +292,16 @@ class TaskService:
 
     # ------------------------------------------------------------------ input
 
-    async def provide_input(self, task_id: str, *, text: str | None = None, approve: bool | None = None) -> TaskRecord:
+    async def provide_input(
+        self, task_id: str, *, text: str | None = None, approve: bool | None = None, tenant: str = DEFAULT_TENANT
+    ) -> TaskRecord:
         """Answers a task waiting in `input-required`: a text (`text`) or an approval decision (`approve`)."""
         task_id = parse_task_id(task_id)
         if (text is None) == (approve is None):
             raise InvalidInput("invalid_input", "give exactly one of `input` and `approve`")
         if text is not None and not text.strip():
             raise InvalidInput("invalid_input", "input must not be empty")
-        record, ask = await answers.settled(self.bus, self.store, await self.store.get(task_id))
+        record, ask = await answers.settled(self.bus, self.store, await self.get(task_id, tenant=tenant))
         if record.state != "input-required":
             raise Conflict("task_not_waiting", f"task {task_id} is {record.state}, not input-required")
         if ask is None:

@@ -35,7 +35,7 @@ from sluice.events import (
     decode_event,
     encode,
 )
-from sluice.ids import new_task_id, parse_context_id
+from sluice.ids import DEFAULT_TENANT, new_task_id, parse_context_id
 from sluice.records import TaskStore, patiently
 from stream_edge import logview
 
@@ -58,6 +58,11 @@ class ContextView(msgspec.Struct, kw_only=True):
 
 def _foreign(context_id: str) -> NotFound:
     return NotFound("context_not_found", f"no context {context_id}")
+
+
+def _owner(tenant: str | None) -> str:
+    """No tenant named is the default tenant (every caller of an edge without authentication)."""
+    return tenant or DEFAULT_TENANT
 
 
 def unanswered_note(record: TaskRecord | None) -> str:
@@ -83,7 +88,7 @@ class ContextIndex:
         found = await self._read(parse_context_id(context_id))
         if found is None:
             return None
-        if found[0].tenant != tenant:
+        if _owner(found[0].tenant) != _owner(tenant):
             raise _foreign(context_id)
         return found[0]
 
@@ -98,7 +103,7 @@ class ContextIndex:
                 write = functools.partial(self.kv.create, key, encode(record))
             else:
                 current, revision = found
-                if current.tenant != tenant:
+                if _owner(current.tenant) != _owner(tenant):
                     raise _foreign(context_id)
                 if task_id in current.tasks:
                     return current

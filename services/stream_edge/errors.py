@@ -5,6 +5,7 @@
     │                                   │   └── UnknownAgent → 422 (an agent not in the catalog)
     │                                   └── NotAcceptable → 406 (an Accept header we cannot serve)
     ├── BodyTooLarge → 413              ├── UnsupportedMediaType → 415
+    ├── Unauthenticated → 401 + WWW-Authenticate: Bearer, Forbidden → 403, RateLimited → 429 + Retry-After
     ├── NotFound → 404, Conflict → 409, Unavailable → 503 + Retry-After, ProvisioningError → 503
     RequestValidationError (FastAPI)    body → 422 `invalid_body`, malformed JSON → 400 `invalid_json`,
                                         path / query / header → 400 `invalid_request`
@@ -27,7 +28,18 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from sluice.errors import Conflict, InvalidInput, ModelError, NotFound, ProvisioningError, SluiceError, Unavailable
+from sluice.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    ProvisioningError,
+    RateLimited,
+    SluiceError,
+    Unauthenticated,
+    Unavailable,
+)
 
 __all__ = [
     "ERROR_STATUS",
@@ -71,10 +83,13 @@ ERROR_STATUS: dict[type[SluiceError], int] = {
     InvalidBody: 422,
     NotAcceptable: 406,
     InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
+    RateLimited: 429,
     Unavailable: 503,
     ProvisioningError: 503,
     ModelError: 502,
@@ -83,6 +98,8 @@ ERROR_STATUS: dict[type[SluiceError], int] = {
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -110,9 +127,15 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 def sluice_error_response(exc: SluiceError) -> Response:
     status = status_of(exc)
     headers = None
-    if status == 503:
-        retry_after = exc.retry_after_s if isinstance(exc, Unavailable) else 2
+    if status in (429, 503):
+        retry_after = exc.retry_after_s if isinstance(exc, Unavailable | RateLimited) else 2
         headers = {"Retry-After": str(max(1, int(retry_after)))}
+    elif status == 401:
+        # RFC 6750 §3: no error attribute when the request carried no credentials at all.
+        challenge = (
+            'Bearer realm="sluice"' if exc.code == "unauthenticated" else 'Bearer realm="sluice", error="invalid_token"'
+        )
+        headers = {"WWW-Authenticate": challenge}
     return error_response(status, exc.code, exc.message, headers)
 
 

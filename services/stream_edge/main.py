@@ -39,8 +39,12 @@ def main() -> None:
         sys.stderr.write(f"sluice edge: {exc.message}\n")
         sys.exit(2)
     setup_logging(SERVICE, settings.common.log_level, settings.common.log_format)
+    try:
+        app = create_app(settings)  # reads the API keys file: one it cannot use stops the edge here
+    except InvalidInput as exc:
+        sys.stderr.write(f"sluice edge: {exc.message}\n")
+        sys.exit(2)
     telemetry = setup_telemetry(SERVICE)
-    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from sluice.events import encode
 from sluice.ids import CONTEXT_ID_PATTERN, parse_context_id
+from stream_edge.auth.deps import CallerDep
 from stream_edge.contexts import ContextView
 from stream_edge.deps import only_query, runtime
 from stream_edge.negotiation import JSON
@@ -39,12 +40,15 @@ ContextIdPath = Annotated[
             "description": "The context and its task records, oldest first",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextView"}}},
         },
-        **error_responses(400, 404, 503),
+        **error_responses(400, 401, 404, 503),
     },
 )
-async def get_context(context_id: ContextIdPath, edge: Annotated[EdgeRuntime, Depends(runtime)]) -> Response:
+async def get_context(
+    context_id: ContextIdPath, edge: Annotated[EdgeRuntime, Depends(runtime)], caller: CallerDep
+) -> Response:
+    """Another tenant's context is `404 context_not_found`, as one that does not exist."""
     conversations = edge.tasks.conversations
     assert conversations is not None, "the edge app always builds its conversations"
-    context, records = await conversations.tasks(parse_context_id(context_id))
+    context, records = await conversations.tasks(parse_context_id(context_id), caller.tenant)
     view = ContextView(id=context.id, created_at=context.created_at, updated_at=context.updated_at, tasks=records)
     return Response(encode(view), media_type=JSON)

@@ -2,11 +2,12 @@
 
 Every check happens before the first byte, so a bad request is a real HTTP error, never a broken stream:
 bad id / cursor / parameter → 400, unknown task → 404, no acceptable format → 406, at capacity or shutting
-down → 503. A cursor past the end of the event log (an id no event has yet) is a 400: following from there would
-silently skip the events written in between.
+down → 503; no credentials → 401 (a stream token in `?access_token=` counts, for its own task only), another
+tenant's task → 404. A cursor past the end of the event log (an id no event has yet) is a 400: following from
+there would silently skip the events written in between.
 
     parse      `parse_stream_request`: id, format (`encodings.choose`, the one place a format is decided), cursor
-    find       the task's record (404)
+    find       the task's record, if it is the caller's tenant's (`owned_task`: 404 otherwise)
     admit      `admit_stream`: may this caller read this task's stream, now? — the place where checks on the
                caller (credentials, tenant, per-tenant stream limits) run, before anything is streamed
     open       `open_stream`: the cursor checks that need the record, then the hub
@@ -26,12 +27,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from opentelemetry import trace
 from starlette.responses import Response
 
-from sluice.errors import InvalidInput, NotFound, Unavailable
+from sluice.errors import InvalidInput, Unavailable
 from sluice.events import TaskRecord
 from sluice.ids import parse_event_id, parse_task_id
 from sluice.telemetry import exporting
 from sluice.tracing import link_current_span
 from stream_edge import logview
+from stream_edge.auth.deps import caller_of_connection, not_found, owned_task, owns
 from stream_edge.deps import only_query, runtime
 from stream_edge.errors import NotAcceptable
 from stream_edge.openapi import error_responses, stream_response
@@ -114,7 +116,7 @@ async def _link_to_task_trace(edge: EdgeRuntime, task_id: str) -> None:
     dependencies=[Depends(only_query(*QUERY))],
     responses={
         200: stream_response("The task's events, replayed from the start position, then live"),
-        **error_responses(400, 404, 406, 503),
+        **error_responses(400, 401, 404, 406, 503),
     },
 )
 async def task_events(
@@ -160,9 +162,7 @@ async def events_response(edge: EdgeRuntime, request: Request, task_id: str, que
         after=query.after,
         follow=query.follow,
     )
-    record = await edge.tasks.find(wanted.task_id)
-    if record is None:
-        raise NotFound("task_not_found", f"no task {wanted.task_id}")
+    record = await owned_task(edge, caller_of_connection(request), wanted.task_id)
     await admit_stream(edge, request, record)
     if query.snapshot:
         wanted = replace(wanted, snapshot=record)
@@ -172,8 +172,11 @@ async def events_response(edge: EdgeRuntime, request: Request, task_id: str, que
 async def admit_stream(edge: EdgeRuntime, request: Request, record: TaskRecord) -> None:
     """May this caller stream this task now? Raises the refusal (401/404/429) before anything is streamed.
 
-    Today every caller may read every task; checks on the caller belong here, so that they run on every path that
-    opens a stream of an existing task."""
+    The record was found for the caller's tenant (`owned_task`); this says so again on the one path every stream
+    takes (native, AI SDK, AG-UI), so a route that forgot to ask still cannot stream another tenant's task.
+    Checks on what the caller may open right now belong here too."""
+    if not owns(caller_of_connection(request), record):
+        raise not_found(record.id)
 
 
 async def open_stream(edge: EdgeRuntime, wanted: StreamRequest, record: TaskRecord) -> Response:

@@ -13,6 +13,7 @@ from sluice.errors import Unavailable
 from sluice.events import TaskRecord, encode
 from sluice.ids import TASK_ID_PATTERN, parse_task_id
 from stream_edge.api_models import CancelBody, InputBody, TaskCreateBody
+from stream_edge.auth.deps import CallerDep, owned_task
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.errors import NotAcceptable
 from stream_edge.negotiation import JSON
@@ -77,13 +78,14 @@ class CreatedStream(Response):
                 **stream_response("")["content"],
             },
         },
-        **error_responses(400, 406, 409, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 406, 409, 413, 415, 422, 429, 503),
     },
 )
 async def submit_task(
     body: TaskCreateBody,
     request: Request,
     edge: Edge,
+    caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", description="Repeat a submission safely: the same key returns the same task."),
@@ -97,10 +99,10 @@ async def submit_task(
     encoding = chosen if isinstance(chosen, Encoding) else None
     if encoding is not None and edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key)
+    record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key, tenant=caller.tenant)
     location = {"Location": location_of(record.id)}
     if encoding is None:
-        return record_json(record, 201, location)
+        return record_json(edge.served(record), 201, location)
     try:
         # A task this request created (no Idempotency-Key: never an earlier task): its record names its first
         # event, task.submitted, so the stream follows the task live from there without reading the log first.
@@ -110,7 +112,7 @@ async def submit_task(
     except Unavailable as exc:
         # The task exists: say so rather than fail the request. The client streams it later from Location.
         log.warning("task created but no stream opened: %s", exc.message, extra={"task_id": record.id})
-        return record_json(record, 201, location)
+        return record_json(edge.served(record), 201, location)
     response.headers.update(location)
     return CreatedStream(response)
 
@@ -120,10 +122,10 @@ async def submit_task(
     summary="Read a task's record",
     response_class=Response,
     dependencies=[Depends(only_query())],
-    responses={200: record_response("The task record"), **error_responses(400, 404, 503)},
+    responses={200: record_response("The task record"), **error_responses(400, 401, 404, 503)},
 )
-async def get_task(task_id: TaskIdPath, edge: Edge) -> Response:
-    return record_json(await edge.tasks.get(parse_task_id(task_id)))
+async def get_task(task_id: TaskIdPath, edge: Edge, caller: CallerDep) -> Response:
+    return record_json(edge.served(await owned_task(edge, caller, parse_task_id(task_id))))
 
 
 @router.post(
@@ -134,13 +136,13 @@ async def get_task(task_id: TaskIdPath, edge: Edge) -> Response:
     dependencies=[Depends(only_query()), Depends(json_body)],
     responses={
         202: record_response("The record, now `canceled`; the task.canceled event follows in the stream"),
-        **error_responses(400, 404, 409, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
-async def cancel_task(task_id: TaskIdPath, edge: Edge, body: CancelBody | None = None) -> Response:
+async def cancel_task(task_id: TaskIdPath, edge: Edge, caller: CallerDep, body: CancelBody | None = None) -> Response:
     """Stops a task that has not ended (409 if it has). Closing a stream never cancels a task; this does."""
-    record = await edge.tasks.cancel(parse_task_id(task_id), body.reason if body else "")
-    return record_json(record, 202)
+    record = await edge.tasks.cancel(parse_task_id(task_id), body.reason if body else "", tenant=caller.tenant)
+    return record_json(edge.served(record), 202)
 
 
 @router.post(
@@ -151,11 +153,33 @@ async def cancel_task(task_id: TaskIdPath, edge: Edge, body: CancelBody | None =
     dependencies=[Depends(only_query()), Depends(json_body)],
     responses={
         202: record_response("The record, now `working`; a runner continues the task"),
-        **error_responses(400, 404, 409, 413, 415, 422, 503),
+        **error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
-async def provide_input(task_id: TaskIdPath, body: InputBody, edge: Edge) -> Response:
+async def provide_input(task_id: TaskIdPath, body: InputBody, edge: Edge, caller: CallerDep) -> Response:
     """`{"input": "..."}` answers a question; `{"approve": true|false}` decides on a tool call. 409 unless the task
     is `input-required`."""
-    record = await edge.tasks.provide_input(parse_task_id(task_id), text=body.input, approve=body.approve)
-    return record_json(record, 202)
+    record = await edge.tasks.provide_input(
+        parse_task_id(task_id), text=body.input, approve=body.approve, tenant=caller.tenant
+    )
+    return record_json(edge.served(record), 202)
+
+
+@router.post(
+    "/{task_id}/stream-token",
+    summary="A fresh stream token for a task's events",
+    response_class=Response,
+    dependencies=[Depends(only_query()), Depends(json_body)],
+    responses={
+        200: {"description": "`{task_id, stream_token, expires_in_s, events_url}`"},
+        **error_responses(400, 401, 404, 503),
+    },
+)
+async def new_stream_token(task_id: TaskIdPath, edge: Edge, caller: CallerDep) -> Response:
+    """For `EventSource`, which cannot send headers: `GET events_url` needs nothing else while the token lives
+    (`SLUICE_STREAM_TOKEN_TTL_S`). It reads that one task's events and is accepted nowhere else."""
+    record = await owned_task(edge, caller, parse_task_id(task_id))
+    token = edge.tokens.issue(record.id, record.tenant)
+    events_url = f"{location_of(record.id)}/events?access_token={token}"
+    body = {"task_id": record.id, "stream_token": token, "expires_in_s": edge.tokens.ttl_s, "events_url": events_url}
+    return Response(encode(body), media_type=JSON, headers={"Cache-Control": "no-store"})

@@ -13,14 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from starlette.responses import Response
 
 from sluice.bus import Bus
 from sluice.catalog import CatalogView
+from sluice.events import TaskRecord
 from sluice.permissions import needs_of
 from sluice.records import TaskStore
+from stream_edge.auth.stream_tokens import StreamTokens
 from stream_edge.commands import TaskService
 from stream_edge.settings import EdgeSettings
 from stream_edge.streaming.request import StreamRequest
@@ -55,9 +58,15 @@ class EdgeRuntime:
     tasks: TaskService
     hub: StreamHubLike
     catalog: CatalogView
+    # Signs the stream tokens handed out with records (CONTRACT §8); the app passes the one its guard verifies with.
+    tokens: StreamTokens = field(default_factory=lambda: StreamTokens(None, 3600))
     draining: bool = False
     _hub_stopped: bool = False
     _stop_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def served(self, record: TaskRecord) -> TaskRecord:
+        """The record as its tenant is answered it: with a fresh stream token for its event stream."""
+        return msgspec.structs.replace(record, stream_token=self.tokens.issue(record.id, record.tenant))
 
     async def readiness(self) -> str | None:
         """None when ready to serve; otherwise why not."""

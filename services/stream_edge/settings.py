@@ -13,6 +13,8 @@ settings every service shares (`SLUICE_NATS_URL`, `SLUICE_REPLICAS`, ...) are `s
 | `SLUICE_CLIENT_BUFFER_BYTES` | bytes buffered for one slow stream client before it is cut off | `1048576` |
 | `SLUICE_SHUTDOWN_GRACE_S` | on SIGTERM, how long open streams get to end before the process exits | `5` |
 | `SLUICE_PUBLIC_URL` | the edge's public base URL (for the A2A agent card) | `http://<host>:<port>` |
+
+Who may call (`SLUICE_AUTH`, keys, JWT, stream tokens, allowed hosts): `stream_edge.auth.settings.AuthSettings`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from sluice.config import CommonConfig, EnvReader
 from sluice.errors import InvalidInput
+from stream_edge.auth.settings import AuthSettings
 
 __all__ = ["EdgeSettings"]
 
@@ -43,6 +46,7 @@ class EdgeSettings:
     # record must be unchanged before it counts as stranded.
     reconcile_interval_s: float = 5.0
     reconcile_grace_s: float = 15.0
+    auth: AuthSettings = field(default_factory=AuthSettings)
     common: CommonConfig = field(default_factory=CommonConfig)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,7 @@ class EdgeSettings:
             raise InvalidInput("invalid_config", "SLUICE_CLIENT_BUFFER_BYTES must be at least 4096")
         if self.shutdown_grace_s < 0:
             raise InvalidInput("invalid_config", "SLUICE_SHUTDOWN_GRACE_S must be >= 0")
+        self.auth.check_bind(self.host)
 
     @property
     def base_url(self) -> str:
@@ -83,6 +88,7 @@ class EdgeSettings:
             "public_url": self.public_url,
             "reconcile_interval_s": self.reconcile_interval_s,
             "reconcile_grace_s": self.reconcile_grace_s,
+            "auth": self.auth.describe(),
             "common": self.common.describe(),
         }
 
@@ -102,5 +108,6 @@ class EdgeSettings:
             public_url=r.optional("SLUICE_PUBLIC_URL"),
             reconcile_interval_s=r.number("SLUICE_RECONCILE_INTERVAL_S", 5.0),
             reconcile_grace_s=r.number("SLUICE_RECONCILE_GRACE_S", 15.0),
+            auth=AuthSettings.from_reader(r),
             common=CommonConfig.from_env(env),
         )

@@ -2,11 +2,14 @@
 
     SluiceError                 code + message, safe to show a client
     ├── InvalidInput            bad input from outside (HTTP 400/422)
+    ├── Unauthenticated         no credentials, or bad ones (401)
+    ├── Forbidden               credentials fine, request refused (403: a foreign Origin or Host, another tenant)
     ├── NotFound                unknown task (404)
     ├── Conflict                the task's state forbids this (409)
     │   ├── LogMovedOn          a guarded write refused: the task's log changed since the writer last looked
     │   ├── TaskEnded           the task's log already holds its terminal event: nothing more may be written
     │   └── Superseded          a later attempt owns the task: this one may write nothing more
+    ├── RateLimited             a per-tenant limit is reached, retry later (429)
     ├── Unavailable             NATS or a dependency is down, retry later (503)
     │   └── PermissionDenied    NATS refused this identity a subject: a deployment mistake, said once, not retried
     ├── ProvisioningError       a stream or bucket exists with settings we cannot reconcile
@@ -19,15 +22,18 @@ from __future__ import annotations
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "LogMovedOn",
     "ModelError",
     "NotFound",
     "PermissionDenied",
     "ProvisioningError",
+    "RateLimited",
     "SluiceError",
     "Superseded",
     "TaskEnded",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -43,6 +49,22 @@ class SluiceError(Exception):
 
 class InvalidInput(SluiceError):
     code = "invalid_input"
+
+
+class Unauthenticated(SluiceError):
+    code = "unauthenticated"
+
+
+class Forbidden(SluiceError):
+    code = "forbidden"
+
+
+class RateLimited(SluiceError):
+    code = "rate_limited"
+
+    def __init__(self, code: str | None = None, message: str = "", retry_after_s: int = 1) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(SluiceError):

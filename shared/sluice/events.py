@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct, field
 
+from sluice.ids import DEFAULT_TENANT
+
 __all__ = [
     "EVENT_TYPES",
     "STREAM_ONLY_TYPES",
@@ -223,6 +225,12 @@ class TaskRecord(Struct, kw_only=True):
     attempt: int = 0
     runner: str | None = None
     work_seq: int = 0  # the stream sequence of the work message the holding attempt was given
+    # Who owns the task (CONTRACT §8): every later touch is checked against it. Records older than tenants, and
+    # every task of an edge without authentication, belong to the default tenant.
+    tenant: str = DEFAULT_TENANT
+    # A read-only token for this task's event stream (`?access_token=`). Never stored: the edge adds a fresh one
+    # when it answers the record to its tenant.
+    stream_token: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -14,16 +14,24 @@ from sluice.errors import InvalidInput
 
 __all__ = [
     "CONTEXT_ID_PATTERN",
+    "DEFAULT_TENANT",
     "TASK_ID_PATTERN",
+    "TENANT_PATTERN",
     "is_task_id",
     "new_task_id",
     "parse_context_id",
     "parse_event_id",
     "parse_task_id",
+    "parse_tenant",
 ]
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 CONTEXT_ID_PATTERN = TASK_ID_PATTERN
+# A tenant name becomes a KV key token (the per-tenant index), so it obeys the same rules as any id.
+TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+# Who owns what nobody authenticated: every task of an edge with `SLUICE_AUTH=none`, and records older than tenants.
+DEFAULT_TENANT = "default"
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 _EVENT_ID_RE = re.compile(r"^[0-9]{1,19}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -68,3 +76,9 @@ def parse_event_id(value: object, *, field: str = "event id") -> int:
         if seq <= MAX_EVENT_ID:
             return seq
     raise InvalidInput("invalid_event_id", f"{field} must be a non-negative decimal integer below 2^64")
+
+
+def parse_tenant(value: object) -> str:
+    if not (isinstance(value, str) and _TENANT_RE.fullmatch(value)):
+        raise InvalidInput("invalid_tenant", "a tenant name must match ^[A-Za-z0-9_-]{1,64}$")
+    return value

@@ -151,7 +151,8 @@ def writes_bucket(bucket: str) -> Grant:
 
 
 def watches_bucket(bucket: str) -> Grant:
-    """A KV watch: its own ordered consumers on the bucket's stream, created, followed and deleted."""
+    """A KV watch: its own ordered consumers on the bucket's stream, created, followed and deleted (the edge lists
+    a tenant's tasks through the watch of its index keys)."""
     stream = jsapi.kv_stream(bucket)
     return Grant(
         publish=(
@@ -185,6 +186,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         publishes(subjects.WORK_STREAM, subjects.work_all()),
         publishes("", subjects.control_all()),
         writes_bucket(subjects.TASKS_BUCKET),
+        watches_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.CONTEXTS_BUCKET),
         reads_work(),  # cancel and the reconciler: is a work message left for the task?
         writes_bucket(subjects.LEASES_BUCKET),  # the reconciler's lease

@@ -16,15 +16,17 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from sluice import subjects
 from sluice.clock import now_iso
 from sluice.errors import NotFound, Unavailable
 from sluice.events import TaskRecord, decode_record, encode
-from sluice.ids import parse_task_id
+from sluice.ids import DEFAULT_TENANT, parse_task_id, parse_tenant
 
 __all__ = ["TaskStore", "patiently"]
 
@@ -47,12 +49,43 @@ class TaskStore:
         self.deadline_s = deadline_s
 
     async def create(self, record: TaskRecord) -> None:
+        """Writes a new record, then lists it under its tenant (the index ListTasks reads)."""
+        if record.stream_token is not None:  # a bearer credential: never stored
+            record = msgspec.structs.replace(record, stream_token=None)
         key, payload = parse_task_id(record.id), encode(record)
         try:
             await self._patiently(f"creating task {key}", lambda: self.kv.create(key, payload))
         except nats.js.errors.KeyWrongLastSequenceError:
             if not await self._holds(key, payload):  # else: our own create, whose answer was lost
                 raise
+        index = subjects.tenant_index_key(record.tenant, key)
+        await self._patiently(f"indexing task {key}", lambda: self.kv.put(index, b""))
+
+    async def tenant_records(self, tenant: str, *, concurrency: int = 32) -> list[TaskRecord]:
+        """The current record of every task of one tenant, read through the tenant's index keys only (never a
+        scan of the bucket): what a listing costs is what that tenant has."""
+        task_ids: list[str] = []
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                watcher = await self.kv.watch(subjects.tenant_index_keys(tenant), ignore_deletes=True, meta_only=True)
+                try:
+                    async for entry in watcher:
+                        if entry is None:  # the watcher's "that is everything that exists" marker
+                            break
+                        task_ids.append(entry.key.rsplit(".", 1)[-1])
+                finally:
+                    await watcher.stop()
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable("nats_unavailable", f"listing the tasks of a tenant: {type(exc).__name__}") from exc
+        limit = asyncio.Semaphore(concurrency)
+
+        async def read(task_id: str) -> TaskRecord | None:
+            async with limit:
+                record = await self.find(task_id)
+            return record if record is not None and record.tenant == tenant else None
+
+        found = await asyncio.gather(*(read(task_id) for task_id in task_ids))
+        return [record for record in found if record is not None]
 
     async def get(self, task_id: str) -> TaskRecord:
         record, _ = await self._get(task_id)
@@ -96,9 +129,10 @@ class TaskStore:
                 continue
         raise Unavailable("record_contention", f"task {task_id} record changed {_CAS_ATTEMPTS} times under us")
 
-    async def claim_idempotency_key(self, key: str, task_id: str) -> str:
-        """First writer wins: returns the task id the key belongs to (ours, or an earlier task's)."""
-        entry_key = _idempotency_entry(key)
+    async def claim_idempotency_key(self, key: str, task_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """First writer wins: returns the task id the key belongs to (ours, or an earlier task's). Keys are per
+        tenant: the same key sent by two tenants names two tasks."""
+        entry_key = _idempotency_entry(key, tenant)
         try:
             await self._patiently("claiming an idempotency key", lambda: self.kv.create(entry_key, task_id.encode()))
             return task_id
@@ -106,9 +140,9 @@ class TaskStore:
             entry = await self._patiently("reading an idempotency key", lambda: self.kv.get(entry_key))
             return (entry.value or b"").decode()
 
-    async def idempotency_owner(self, key: str) -> str | None:
-        """The task id an idempotency key belongs to; None if no request has claimed it."""
-        entry_key = _idempotency_entry(key)
+    async def idempotency_owner(self, key: str, tenant: str = DEFAULT_TENANT) -> str | None:
+        """The task id an idempotency key of `tenant` belongs to; None if no request of it has claimed it."""
+        entry_key = _idempotency_entry(key, tenant)
         try:
             entry = await self._patiently("reading an idempotency key", lambda: self.kv.get(entry_key))
         except nats.js.errors.KeyNotFoundError:
@@ -127,8 +161,11 @@ class TaskStore:
         return await patiently(what, request, self.deadline_s)
 
 
-def _idempotency_entry(key: str) -> str:
-    return "idem." + hashlib.sha256(key.encode()).hexdigest()[:48]
+def _idempotency_entry(key: str, tenant: str) -> str:
+    # The default tenant keeps the digest of the bare key (keys claimed before tenants stay valid); a key is
+    # printable ASCII, so it can never contain the NUL that separates another tenant's name from its key.
+    material = key if tenant == DEFAULT_TENANT else f"{parse_tenant(tenant)}\x00{key}"
+    return subjects.idempotency_key(hashlib.sha256(material.encode()).hexdigest()[:48])
 
 
 async def patiently(what: str, request: Callable[[], Awaitable[T]], deadline_s: float) -> T:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from sluice.errors import InvalidInput
-from sluice.ids import parse_task_id
+from sluice.ids import parse_task_id, parse_tenant
 
 __all__ = [
     "CATALOG_BUCKET",
@@ -34,8 +34,11 @@ __all__ = [
     "events_all",
     "events_of_task",
     "events_of_type",
+    "idempotency_key",
     "lifecycle_of_task",
     "task_id_of",
+    "tenant_index_key",
+    "tenant_index_keys",
     "tool_call",
     "tool_calls_all",
     "tool_stream_subjects",
@@ -59,6 +62,10 @@ EVENT_PREFIX = "sluice.evt"
 WORK_PREFIX = "sluice.run"
 TOOL_PREFIX = "sluice.tool"
 CONTROL_PREFIX = "sluice.ctl"
+# Keys of the task bucket besides the task ids themselves.
+IDEMPOTENCY_PREFIX = "idem"
+TENANT_INDEX_PREFIX = "tn"
+_DIGEST_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
 # Dotted lowercase words: `task.completed`, `llm.delta`. Never a wildcard, never empty tokens.
 _EVENT_TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
@@ -180,3 +187,20 @@ def catalog_runner_keys(kind: str) -> str:
     if kind not in _RUNNER_KINDS:
         raise InvalidInput("invalid_runner_kind", f"runner kind {kind!r} is not one of {_RUNNER_KINDS}")
     return f"runners.{kind}.*"
+
+
+def idempotency_key(digest: str) -> str:
+    """The task-bucket key that holds which task an Idempotency-Key (hashed, with its tenant) belongs to."""
+    if not _DIGEST_RE.fullmatch(digest):
+        raise InvalidInput("invalid_digest", "an idempotency digest is 16-64 lowercase hex characters")
+    return f"{IDEMPOTENCY_PREFIX}.{digest}"
+
+
+def tenant_index_key(tenant: str, task_id: str) -> str:
+    """The task-bucket key that lists `task_id` under its tenant (the per-tenant index ListTasks reads)."""
+    return f"{TENANT_INDEX_PREFIX}.{parse_tenant(tenant)}.{parse_task_id(task_id)}"
+
+
+def tenant_index_keys(tenant: str) -> str:
+    """A KV watch filter for every index key of one tenant: listing costs what that tenant has."""
+    return f"{TENANT_INDEX_PREFIX}.{parse_tenant(tenant)}.*"

@@ -23,7 +23,7 @@ from sluice.bus import Bus, connect
 from sluice.client.subscribe import events_of_types, task_events
 from sluice.errors import InvalidInput, PermissionDenied, Unavailable
 from sluice.eventlog import read_log
-from sluice.events import TaskCompleted, TaskStarted
+from sluice.events import TaskCompleted, TaskRecord, TaskStarted
 from sluice.ids import new_task_id
 from sluice.nats_auth import write_auth
 from sluice.provision import provision
@@ -344,3 +344,23 @@ def _event(task_id: str, event_type: str) -> bytes:
         data["usage"] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     envelope = {"task_id": task_id, "type": event_type, "ts": "2026-12-03T00:00:00Z", "source": "agent-runner"}
     return json.dumps({**envelope, "data": data}).encode()
+
+
+async def test_the_edge_lists_a_tenants_tasks_through_its_index_on_its_grants(authed: AuthedNats, admin: Bus) -> None:
+    """The per-tenant index (a KV watch of `tn.<tenant>.*`) and the record writes, as the edge identity."""
+    edge = await _as(authed, "edge")
+    try:
+        store = TaskStore(await edge.js.key_value(subjects.TASKS_BUCKET))
+        now = "2026-12-03T00:00:00.000Z"
+        ids = [new_task_id(), new_task_id()]
+        for task_id, tenant in zip(ids, ("perm-a", "perm-b"), strict=True):
+            record = TaskRecord(
+                id=task_id, state="submitted", agent="assistant", input="x", created_at=now, updated_at=now,
+                tenant=tenant,
+            )  # fmt: skip
+            await store.create(record)
+        assert [r.id for r in await store.tenant_records("perm-a")] == [ids[0]]
+        await edge.nc.flush()
+        assert edge.state.refused == {}, f"the edge was refused {edge.state.refused}"
+    finally:
+        await edge.close()

@@ -62,10 +62,16 @@ async def card_of(base_url: str) -> AgentCard:
 
 @contextlib.asynccontextmanager
 async def a2a_client(
-    base_url: str, binding: str = "JSONRPC", *, streaming: bool = True, polling: bool = False
+    base_url: str,
+    binding: str = "JSONRPC",
+    *,
+    streaming: bool = True,
+    polling: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Client]:
-    """An SDK client for the edge at `base_url`, discovered from its card, speaking `binding`."""
-    async with httpx.AsyncClient(timeout=_TIMEOUT) as http:
+    """An SDK client for the edge at `base_url`, discovered from its card, speaking `binding`; `headers` go on
+    every request (e.g. `Authorization`)."""
+    async with httpx.AsyncClient(timeout=_TIMEOUT, headers=headers) as http:
         config = ClientConfig(
             streaming=streaming, polling=polling, httpx_client=http, supported_protocol_bindings=[binding]
         )

@@ -11,7 +11,7 @@ from rich.console import Console
 from sluice import events as ev
 from sluice.client.errors import error_from_response, error_from_transport
 from sluice.client.transcript import Transcript
-from sluice.errors import Conflict, InvalidInput, NotFound, SluiceError, Unavailable
+from sluice.errors import Conflict, Forbidden, InvalidInput, NotFound, SluiceError, Unauthenticated, Unavailable
 from sluice.ids import new_task_id
 from sluice_cli.render import PlainView, format_arguments, format_cost, format_duration, lines_for, status_line
 from sluice_cli.render_live import LiveView
@@ -102,7 +102,7 @@ def test_live_view_commits_the_final_text_once() -> None:
 @pytest.mark.parametrize(
     ("status", "cls", "code"),
     [(400, InvalidInput, "bad"), (404, NotFound, "bad"), (409, Conflict, "bad"), (503, Unavailable, "bad"),
-     (401, SluiceError, "bad")],
+     (401, Unauthenticated, "bad"), (403, Forbidden, "bad"), (418, SluiceError, "bad")],
 )  # fmt: skip
 def test_edge_errors_map_to_sluice_errors(status: int, cls: type[SluiceError], code: str) -> None:
     error = error_from_response(status, b'{"error": {"code": "bad", "message": "no good"}}', httpx.Headers())

@@ -390,3 +390,19 @@ def test_every_nats_node_syncs_before_acknowledging(services: dict[str, dict[str
         text = re.sub(r"#.*", "", (DEPLOY / "nats" / f"n{i}.conf").read_text())
         jetstream = re.search(r"^jetstream\s*\{(.*?)\n\}", text, re.DOTALL | re.MULTILINE)
         assert jetstream and re.search(r"sync_interval\s*[:=]\s*always", jetstream.group(1)), f"n{i}.conf"
+
+
+def test_the_public_edges_run_with_keys_and_share_one_stream_token_secret(services: dict[str, dict[str, Any]]) -> None:
+    from sluice.config import EnvReader
+    from stream_edge.auth.settings import AuthSettings
+
+    for name in ("edge-1", "edge-2"):
+        env = _env(services[name])
+        assert env["SLUICE_AUTH"] == "keys"
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        assert env["SLUICE_API_KEYS_FILE"].rsplit("/", 1)[0] in mounts
+        assert env["SLUICE_TOKEN_SECRET_FILE"].rsplit("/", 1)[0] in mounts
+        # What the edge makes of it (minus the files, which exist only on a deployment): authentication required.
+        parsed = AuthSettings.from_reader(EnvReader({"SLUICE_AUTH": env["SLUICE_AUTH"], "SLUICE_API_KEYS_FILE": "/k"}))
+        parsed.check_bind(env["SLUICE_HTTP_HOST"])  # does not refuse: credentials are required
+        assert parsed.required

@@ -18,7 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
-from a2a.types import AgentCapabilities, AgentCard, AgentExtension, AgentInterface, AgentProvider, AgentSkill
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentExtension,
+    AgentInterface,
+    AgentProvider,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0, TransportProtocol
 from google.protobuf import json_format, struct_pb2
 
@@ -42,6 +53,7 @@ JSONRPC_PATH = "/a2a"
 # Sluice's own `/v1/tasks/{id}`, and its catch-all tenant routes with everything else.
 REST_PREFIX = "/a2a/rest"
 DEFAULT_AGENT = "assistant"
+_BEARER = "bearer"
 INPUT_MODES = ["text/plain", "application/json"]
 OUTPUT_MODES = ["text/plain", "application/json"]
 
@@ -77,8 +89,23 @@ def _skill(entry: AgentEntry) -> AgentSkill:
     )
 
 
-def agent_card(base_url: str, agents: Sequence[AgentEntry]) -> AgentCard:
-    """The card for an edge reachable at `base_url` offering `agents` (the catalog's) as skills."""
+def _security(card: AgentCard, auth_methods: tuple[str, ...]) -> None:
+    """What an A2A client must send (CONTRACT §8): an HTTP bearer credential — an API key or an OIDC token."""
+    if not auth_methods:
+        return
+    kinds = " or ".join({"keys": "a Sluice API key", "jwt": "an OIDC / JWT access token"}[m] for m in auth_methods)
+    scheme = HTTPAuthSecurityScheme(
+        scheme="Bearer", bearer_format="JWT" if auth_methods == ("jwt",) else "", description=f"Bearer {kinds}"
+    )
+    card.security_schemes[_BEARER].CopyFrom(SecurityScheme(http_auth_security_scheme=scheme))
+    requirement = SecurityRequirement()
+    requirement.schemes[_BEARER].CopyFrom(StringList())
+    card.security_requirements.append(requirement)
+
+
+def agent_card(base_url: str, agents: Sequence[AgentEntry], auth_methods: tuple[str, ...] = ()) -> AgentCard:
+    """The card for an edge reachable at `base_url` offering `agents` (the catalog's) as skills, and accepting
+    `auth_methods` (`keys`, `jwt`; none: an open edge)."""
     base = base_url.rstrip("/")
     # 1.0 first: a 1.0 client picks those; a 0.3 client reads the legacy fields the SDK derives from the rest.
     interfaces = [
@@ -88,7 +115,7 @@ def agent_card(base_url: str, agents: Sequence[AgentEntry]) -> AgentCard:
     ]
     params = struct_pb2.Struct()
     params.update({"header": "Last-Event-ID", "metadataKey": REPLAY_EXTENSION, "metadataField": "eventId"})
-    return AgentCard(
+    card = AgentCard(
         name="Sluice",
         description=_DESCRIPTION,
         version=sluice_version(),
@@ -106,6 +133,8 @@ def agent_card(base_url: str, agents: Sequence[AgentEntry]) -> AgentCard:
         default_output_modes=OUTPUT_MODES,
         skills=[_skill(entry) for entry in agents],
     )
+    _security(card, auth_methods)
+    return card
 
 
 @dataclass(frozen=True)
@@ -115,10 +144,12 @@ class CardDocument:
 
 
 @functools.lru_cache(maxsize=16)
-def card_document(base_url: str, agents: tuple[AgentEntry, ...], *, legacy: bool = False) -> CardDocument:
+def card_document(
+    base_url: str, agents: tuple[AgentEntry, ...], *, legacy: bool = False, auth_methods: tuple[str, ...] = ()
+) -> CardDocument:
     """The card's JSON bytes and ETag: the 1.0 card, or with `legacy` the card a 0.3 client reads. Cached per
     catalog state (entries without runner counts, so a runner coming or going does not rebuild the card)."""
-    card = agent_card(base_url, agents)
+    card = agent_card(base_url, agents, auth_methods)
     shape = agent_card_to_dict(card) if legacy else json_format.MessageToDict(card)
     body = json.dumps(shape, separators=(",", ":"), sort_keys=True).encode()
     return CardDocument(body=body, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')

@@ -47,15 +47,16 @@ from a2a.utils.task import apply_history_length, validate_history_length, valida
 from google.protobuf.json_format import MessageToDict
 
 from sluice.bus import Bus
-from sluice.errors import Conflict, InvalidInput, Unavailable
+from sluice.errors import Conflict, InvalidInput, Unauthenticated, Unavailable
 from sluice.eventlog import LogEntry, follow_log, read_log
 from sluice.events import TaskRecord
 from sluice.ids import parse_event_id
 from stream_edge import logview
 from stream_edge.a2a.errors import translated, translated_stream
 from stream_edge.a2a.intake import accept, find_record, state_name, task_id_param
-from stream_edge.a2a.listing import all_records, context_of, page_of
+from stream_edge.a2a.listing import context_of, page_of
 from stream_edge.a2a.mapping import A2A_STATE, REPLAY_EXTENSION, StreamEvent, TaskProjection
+from stream_edge.auth.caller import CALLER_STATE_KEY, Caller
 from stream_edge.runtime import EdgeRuntime
 
 __all__ = ["EDGE_STATE_KEY", "SluiceRequestHandler"]
@@ -87,6 +88,19 @@ class SluiceRequestHandler(RequestHandler):
         if not isinstance(edge, EdgeRuntime):
             raise Unavailable("starting", "the edge is starting or stopping")
         return edge
+
+    @staticmethod
+    def _tenant(context: ServerCallContext) -> str:
+        """The caller's tenant (from its credentials). A request that names another tenant (the A2A 1.0 `tenant`
+        field) is refused: the tenant is who the caller is, not something it may choose."""
+        caller = context.state.get(CALLER_STATE_KEY)
+        if not isinstance(caller, Caller):
+            raise Unauthenticated("unauthenticated", "this endpoint needs credentials")
+        if context.tenant and context.tenant != caller.tenant:
+            raise InvalidParamsError(
+                message="the request names a tenant other than the caller's", data={"field": "tenant"}
+            )
+        return caller.tenant
 
     @staticmethod
     async def _fold(bus: Bus, projection: TaskProjection, *, upto: int | None = None) -> None:
@@ -133,7 +147,7 @@ class SluiceRequestHandler(RequestHandler):
     @translated
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         edge = self._edge(context)
-        record, start = await accept(edge, params)
+        record, start = await accept(edge, params, self._tenant(context))
         if params.configuration.return_immediately:
             task = await self._task(edge, record)
         else:
@@ -151,7 +165,7 @@ class SluiceRequestHandler(RequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         edge = self._edge(context)
-        record, start = await accept(edge, params)
+        record, start = await accept(edge, params, self._tenant(context))
         first = True
         async for event in self._stream(edge, record, start=start, snapshot=True):
             if first and isinstance(event, Task):
@@ -166,7 +180,7 @@ class SluiceRequestHandler(RequestHandler):
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         validate_history_length(params)
         edge = self._edge(context)
-        record = await find_record(edge, task_id_param(params.id))
+        record = await find_record(edge, task_id_param(params.id), self._tenant(context))
         return apply_history_length(await self._task(edge, record), params)
 
     @validate_request_params
@@ -176,7 +190,7 @@ class SluiceRequestHandler(RequestHandler):
         if params.HasField("page_size"):
             validate_page_size(params.page_size)
         edge = self._edge(context)
-        page = page_of(await all_records(edge.store), params)
+        page = page_of(await edge.store.tenant_records(self._tenant(context)), params)
         wants_log = params.include_artifacts or (params.HasField("history_length") and params.history_length > 0)
         tasks = []
         for record in page.records:
@@ -195,17 +209,18 @@ class SluiceRequestHandler(RequestHandler):
     @translated
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         edge = self._edge(context)
+        tenant = self._tenant(context)
         task_id = task_id_param(params.id)
-        record = await find_record(edge, task_id)
+        record = await find_record(edge, task_id, tenant)
         reason = MessageToDict(params.metadata).get("reason") if params.HasField("metadata") else None
         if not record.terminal:
             try:
                 record = await edge.tasks.cancel(
-                    task_id, reason if isinstance(reason, str) else "canceled by A2A client"
+                    task_id, reason if isinstance(reason, str) else "canceled by A2A client", tenant=tenant
                 )
                 return await self._task(edge, record)
             except Conflict:
-                record = await find_record(edge, task_id)
+                record = await find_record(edge, task_id, tenant)
                 if record.state == "canceled":  # another client's cancel won the race: the outcome asked for
                     return await self._task(edge, record)
         raise TaskNotCancelableError(
@@ -220,7 +235,7 @@ class SluiceRequestHandler(RequestHandler):
     ) -> AsyncGenerator[StreamEvent, None]:
         edge = self._edge(context)
         task_id = task_id_param(params.id)
-        record = await find_record(edge, task_id)
+        record = await find_record(edge, task_id, self._tenant(context))
         resume = _last_event_id(context)
         if resume is None:
             if record.terminal:

@@ -2,8 +2,9 @@
 
 - No `taskId`: a new task. Its input is the text parts (data parts as JSON); `metadata.agent` picks the agent
   (a skill id of the card), `metadata.budget` the budget; the `contextId` is the Sluice context, so a message in
-  an existing context carries that context's earlier turns as history (from its index, `contexts.py`); the
-  `messageId` is the idempotency key, so a retried message is the same task.
+  an existing context carries that context's earlier turns as history (from its index, `contexts.py`, and only
+  the caller's tenant's); the `messageId` is the idempotency key (per tenant, like every idempotency key), so a
+  retried message is the same task.
 - A `taskId`: the task must be waiting for input. Its answer is the text, or for an approval a data part
   `{"approve": bool}` (or the text yes / no) → `TaskService.provide_input`.
 
@@ -53,28 +54,29 @@ def task_id_param(value: str, field: str = "id") -> str:
         raise InvalidParamsError(message=exc.message, data={"field": field, "code": exc.code}) from None
 
 
-async def find_record(edge: EdgeRuntime, task_id: str) -> TaskRecord:
-    record = await edge.tasks.find(task_id)
+async def find_record(edge: EdgeRuntime, task_id: str, tenant: str) -> TaskRecord:
+    """The task, if it is the tenant's; another tenant's task is not found, exactly as no task."""
+    record = await edge.tasks.find(task_id, tenant=tenant)
     if record is None:
         raise TaskNotFoundError(message=f"no task {task_id}", data={"taskId": task_id})
     return record
 
 
-async def accept(edge: EdgeRuntime, params: SendMessageRequest) -> tuple[TaskRecord, int]:
+async def accept(edge: EdgeRuntime, params: SendMessageRequest, tenant: str) -> tuple[TaskRecord, int]:
     """Starts a task, or answers the one the message names. Returns its record and the id the task's stream
     continues after (the `task.submitted` / `task.resumed` this message caused)."""
     validate_history_length(params.configuration)
     message = params.message
     if message.role != Role.ROLE_USER:
         raise InvalidParamsError(message="message.role must be ROLE_USER", data={"field": "message.role"})
-    record = await (_answer(edge, message) if message.task_id else _submit(edge, params))
+    record = await (_answer(edge, message, tenant) if message.task_id else _submit(edge, params, tenant))
     return record, int(record.last_event_id or 0)
 
 
 # ---------------------------------------------------------------- a new task
 
 
-async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
+async def _submit(edge: EdgeRuntime, params: SendMessageRequest, tenant: str) -> TaskRecord:
     message = params.message
     text, _ = _user_input(message)
     if not text.strip():
@@ -109,7 +111,7 @@ async def _submit(edge: EdgeRuntime, params: SendMessageRequest) -> TaskRecord:
     # A repeated message (a client retrying after a lost response) is the same task, not a second one; a messageId
     # reused for a different message is the client's mistake, not a retry, and must not answer with the old task.
     key = "a2a-message-" + hashlib.sha256(message.message_id.encode()).hexdigest()[:48]
-    record = await edge.tasks.submit(request, idempotency_key=key)
+    record = await edge.tasks.submit(request, idempotency_key=key, tenant=tenant)
     same_context = not message.context_id or record.context_id == message.context_id
     if record.input != text or record.agent != agent or not same_context:
         raise InvalidParamsError(
@@ -129,9 +131,9 @@ def _metadata(params: SendMessageRequest) -> dict[str, Any]:
 # ---------------------------------------------------------------- an answer
 
 
-async def _answer(edge: EdgeRuntime, message: Message) -> TaskRecord:
+async def _answer(edge: EdgeRuntime, message: Message, tenant: str) -> TaskRecord:
     task_id = task_id_param(message.task_id, "message.taskId")
-    record = await find_record(edge, task_id)
+    record = await find_record(edge, task_id, tenant)
     if message.context_id and message.context_id != context_of(record):
         raise InvalidParamsError(
             message=f"context {message.context_id} is not the context of task {task_id} ({context_of(record)})",
@@ -154,10 +156,10 @@ async def _answer(edge: EdgeRuntime, message: Message) -> TaskRecord:
     asked = decode_event(ask.payload) if ask is not None else None
     if isinstance(asked, TaskInputRequired) and asked.data.kind == "approval":
         decision = approve if approve is not None else _decision(text)
-        return await edge.tasks.provide_input(task_id, approve=decision)
+        return await edge.tasks.provide_input(task_id, approve=decision, tenant=tenant)
     if not text.strip():
         raise InvalidParamsError(message="the answer has no text", data={"field": "message.parts"})
-    return await edge.tasks.provide_input(task_id, text=text)
+    return await edge.tasks.provide_input(task_id, text=text, tenant=tenant)
 
 
 def _user_input(message: Message) -> tuple[str, bool | None]:

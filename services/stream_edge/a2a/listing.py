@@ -1,13 +1,11 @@
-"""Many tasks at once: ListTasks pages, from one scan of the task records (a context's turns use its index).
+"""Many tasks at once: ListTasks pages, from the records of one tenant (a context's turns use its index).
 
-The scan reads the latest record of every task in the KV bucket through one watcher (an ordered consumer with
-last-per-subject delivery), so it costs one pass over the bucket — fine for the task counts one Sluice holds
-while the bucket's history retains them, and stated as the limit of ListTasks in docs/a2a.md.
+The records come from `TaskStore.tenant_records` — the tenant's index keys in the task bucket, then one read per
+task — so a listing costs what the caller's tenant holds, never a scan of everyone's tasks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -15,49 +13,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import msgspec
-import nats.errors
 from a2a.types import ListTasksRequest
 from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
 
-from sluice.errors import Unavailable
-from sluice.events import TaskRecord, decode_record
-from sluice.ids import is_task_id
-from sluice.records import TaskStore
+from sluice.events import TaskRecord
 from stream_edge.a2a.mapping import A2A_STATE
 
-__all__ = ["Page", "all_records", "context_of", "page_of"]
-
-_SCAN_TIMEOUT_S = 10.0
+__all__ = ["Page", "context_of", "page_of"]
 
 
 def context_of(record: TaskRecord) -> str:
     """A task submitted without a context (the native API) is its own context."""
     return record.context_id or record.id
-
-
-async def all_records(store: TaskStore) -> list[TaskRecord]:
-    """The current record of every task in the bucket."""
-    records: list[TaskRecord] = []
-    try:
-        async with asyncio.timeout(_SCAN_TIMEOUT_S):
-            watcher = await store.kv.watchall(ignore_deletes=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:  # the watcher's "that is everything that exists" marker
-                        break
-                    if entry.value is None or not is_task_id(entry.key):
-                        continue  # idempotency keys and the like
-                    try:
-                        records.append(decode_record(entry.value))
-                    except msgspec.DecodeError:
-                        continue
-            finally:
-                await watcher.stop()
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise Unavailable("nats_unavailable", f"listing tasks: {type(exc).__name__}") from exc
-    return records
 
 
 def _when(ts: str) -> datetime:

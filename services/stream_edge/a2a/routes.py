@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from stream_edge.a2a.card import JSONRPC_PATH, REST_PREFIX, card_document
 from stream_edge.a2a.handler import EDGE_STATE_KEY, SluiceRequestHandler
 from stream_edge.a2a.mapping import event_id_of
+from stream_edge.auth.caller import CALLER_STATE_KEY
 from stream_edge.deps import runtime
 from stream_edge.settings import EdgeSettings
 
@@ -63,6 +64,7 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
         context.state[EDGE_STATE_KEY] = getattr(request.app.state, "edge", None)
+        context.state[CALLER_STATE_KEY] = request.scope.get("state", {}).get(CALLER_STATE_KEY)
         # A browser's EventSource cannot send headers: it may name the version in the query instead.
         headers = context.state.get("headers")
         version = request.query_params.get(VERSION_HEADER)
@@ -133,7 +135,9 @@ async def _card(request: Request) -> Response:
     edge = runtime(request)
     legacy = request.headers.get(VERSION_HEADER, "").strip() in _LEGACY_VERSIONS
     agents = tuple(dataclasses.replace(entry, runners=0) for entry in edge.catalog.agents())
-    document = card_document(settings.base_url, agents, legacy=legacy)
+    document = card_document(
+        settings.base_url, agents, legacy=legacy, auth_methods=tuple(sorted(settings.auth.methods))
+    )
     headers = {"Cache-Control": "public, max-age=60", "ETag": document.etag, "Vary": VERSION_HEADER}
     if _matches(request.headers.get("if-none-match"), document.etag):
         return Response(status_code=304, headers=headers)
@@ -169,7 +173,7 @@ def a2a_routes(handler: SluiceRequestHandler | None = None) -> list[BaseRoute]:
     ]
     for route in create_rest_routes(handler, builder, enable_v0_3_compat=True, path_prefix=REST_PREFIX):
         # Only plain routes: the SDK also mounts a catch-all `/{tenant}/...` copy at the root, which would shadow
-        # every two-segment path of the edge. Sluice has no tenants.
+        # every two-segment path of the edge. The caller's tenant comes from its credentials, not from the path.
         if isinstance(route, Route) and route.path.startswith(REST_PREFIX + "/"):
             routes.append(Route(route.path, _rebind(route, rest), methods=sorted(route.methods or ())))
     return routes

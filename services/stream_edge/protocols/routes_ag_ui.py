@@ -20,6 +20,7 @@ from starlette.responses import Response
 from sluice.errors import InvalidInput, NotFound, Unavailable
 from sluice.events import TaskRecord, TaskSubmittedData
 from sluice.ids import TASK_ID_PATTERN, is_task_id, parse_context_id
+from stream_edge.auth.deps import CallerDep
 from stream_edge.commands import validate_submission
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.openapi import error_responses
@@ -82,9 +83,9 @@ def _agent(run: RunAgentInput) -> str:
     summary="Run an agent (AG-UI)",
     response_class=Response,
     dependencies=[Depends(only_query()), Depends(json_body)],
-    responses={200: _STREAM, **error_responses(400, 413, 415, 422, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 503)},
 )
-async def run_agent(run: RunAgentInput, request: Request, edge: Edge) -> Response:
+async def run_agent(run: RunAgentInput, request: Request, edge: Edge, caller: CallerDep) -> Response:
     run_id = _run_id(run.run_id)
     context_id = parse_context_id(run.thread_id, field="threadId")
     submission = TaskSubmittedData(
@@ -97,13 +98,14 @@ async def run_agent(run: RunAgentInput, request: Request, edge: Edge) -> Respons
     validate_submission(submission)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    record = await edge.tasks.submit(submission, idempotency_key=_run_key(run_id))
+    record = await edge.tasks.submit(submission, idempotency_key=_run_key(run_id), tenant=caller.tenant)
     return await open_stream(edge, request, record, ag_ui.encoding_for(TaskFacts.of(record)), after=0)
 
 
-async def _run_record(edge: EdgeRuntime, run_id: str) -> TaskRecord:
-    owner = await edge.store.idempotency_owner(_run_key(run_id))
-    record = await edge.tasks.find(owner or run_id)
+async def _run_record(edge: EdgeRuntime, run_id: str, tenant: str) -> TaskRecord:
+    """The run's task, if it is the tenant's (run ids, like idempotency keys, are per tenant)."""
+    owner = await edge.store.idempotency_owner(_run_key(run_id), tenant)
+    record = await edge.tasks.find(owner or run_id, tenant=tenant)
     if record is None:
         raise NotFound("run_not_found", f"no run {run_id}")
     return record
@@ -114,14 +116,15 @@ async def _run_record(edge: EdgeRuntime, run_id: str) -> TaskRecord:
     summary="Resume a run's AG-UI events",
     response_class=Response,
     dependencies=[Depends(only_query())],
-    responses={200: _STREAM, **error_responses(400, 404, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 404, 503)},
 )
 async def run_events(
     run_id: Annotated[str, Path(description="The AG-UI run id.", json_schema_extra={"pattern": TASK_ID_PATTERN})],
     request: Request,
     edge: Edge,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event.")] = None,
 ) -> Response:
     after = start_position(last_event_id, None)
-    record = await _run_record(edge, _run_id(run_id))
+    record = await _run_record(edge, _run_id(run_id), caller.tenant)
     return await open_stream(edge, request, record, ag_ui.encoding_for(TaskFacts.of(record)), after=after)

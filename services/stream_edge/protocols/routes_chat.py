@@ -22,6 +22,7 @@ from starlette.responses import Response
 from sluice.errors import InvalidInput, Unavailable
 from sluice.events import TaskSubmittedData
 from sluice.ids import CONTEXT_ID_PATTERN, parse_context_id
+from stream_edge.auth.deps import CallerDep
 from stream_edge.commands import AGENT_PATTERN
 from stream_edge.deps import json_body, only_query, runtime
 from stream_edge.openapi import error_responses
@@ -103,16 +104,16 @@ class ChatBody(BaseModel):
     summary="Send a chat message (AI SDK UI message stream)",
     response_class=Response,
     dependencies=[Depends(only_query()), Depends(json_body)],
-    responses={200: _STREAM, **error_responses(400, 413, 415, 422, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 503)},
 )
-async def send_message(body: ChatBody, request: Request, edge: Edge) -> Response:
+async def send_message(body: ChatBody, request: Request, edge: Edge, caller: CallerDep) -> Response:
     text = body.user_text()
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
     submission = TaskSubmittedData(
         input=text, agent=body.agent, history=[], metadata=body.metadata(), context_id=parse_context_id(body.id)
     )
-    record = await edge.tasks.submit(submission, idempotency_key=body.idempotency_key())
+    record = await edge.tasks.submit(submission, idempotency_key=body.idempotency_key(), tenant=caller.tenant)
     return await open_stream(edge, request, record, ai_sdk.ENCODING, after=0)
 
 
@@ -121,7 +122,11 @@ async def send_message(body: ChatBody, request: Request, edge: Edge) -> Response
     summary="Resume a chat's answer (the transport's reconnectToStream)",
     response_class=Response,
     dependencies=[Depends(only_query())],
-    responses={200: _STREAM, 204: {"description": "No answer of this chat is running"}, **error_responses(400, 503)},
+    responses={
+        200: _STREAM,
+        204: {"description": "No answer of this chat is running"},
+        **error_responses(400, 401, 404, 503),
+    },
 )
 async def resume_stream(
     chat_id: Annotated[
@@ -129,12 +134,13 @@ async def resume_stream(
     ],
     request: Request,
     edge: Edge,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event.")] = None,
 ) -> Response:
     after = start_position(last_event_id, None)
     conversations = edge.tasks.conversations
     assert conversations is not None, "the edge app always builds its conversations"
-    record = await conversations.latest(parse_context_id(chat_id))
+    record = await conversations.latest(parse_context_id(chat_id), caller.tenant)
     if record is None or (record.terminal and after == 0):
         return Response(status_code=204)
     return await open_stream(edge, request, record, ai_sdk.ENCODING, after=after)

@@ -8,6 +8,12 @@
 // native; when the browser gives up (an HTTP error while an edge restarts) we open a new one after the last id
 // we saw. Events are deduplicated by id, and the deltas of a superseded attempt of a step are dropped.
 // Event data only ever reaches the page as text (textContent / text nodes), never as HTML.
+//
+// An edge that wants credentials answers 401: the page asks for an API key once, keeps it in sessionStorage (this
+// tab only, gone when it closes) and sends it as a bearer header on every fetch. EventSource cannot send headers,
+// so its URL carries the task's stream token (`?access_token=`, from the record): short-lived, good for that one
+// task's events only. The browser's own reconnect reuses the URL (same token, Last-Event-ID); when the token has
+// expired or the browser gives up, the record is fetched again and a fresh token comes with it.
 "use strict";
 
 (() => {
@@ -85,6 +91,48 @@
     }
   }
 
+  const KEY_STORAGE = "sluice.apiKey";
+  let askedForKey = null; // one prompt at a time, however many requests were refused
+
+  function apiKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE);
+    } catch {
+      return null; // storage disabled: ask again on the next 401
+    }
+  }
+
+  function askForKey() {
+    if (askedForKey === null) {
+      askedForKey = Promise.resolve().then(() => {
+        const key = window.prompt("This Sluice edge needs an API key (sluice keys add --tenant T):");
+        if (key && key.trim()) {
+          try {
+            sessionStorage.setItem(KEY_STORAGE, key.trim());
+          } catch {
+            /* kept for this request only */
+          }
+          return key.trim();
+        }
+        return null;
+      }).finally(() => { askedForKey = null; });
+    }
+    return askedForKey;
+  }
+
+  // fetch() with the API key, if there is one; a 401 asks for a key (once) and tries again with it.
+  async function api(url, options = {}) {
+    const send = (key) => {
+      const headers = { ...(options.headers || {}) };
+      if (key) headers.Authorization = `Bearer ${key}`;
+      return fetch(url, { ...options, headers });
+    };
+    const response = await send(apiKey());
+    if (response.status !== 401) return response;
+    const key = await askForKey();
+    return key ? send(key) : response;
+  }
+
   function newKey() {
     const bytes = new Uint8Array(16);
     crypto.getRandomValues(bytes); // works outside secure contexts too (a phone on the LAN)
@@ -125,6 +173,7 @@
       this.firstTs = null;
       this.endTs = null;
       this.source = null;
+      this.token = null; // the stream token for this task's EventSource (none needed by an open edge)
       this.closed = false;
       this.retryDelay = 500;
       this.retryTimer = null;
@@ -133,10 +182,16 @@
 
     // -------------------------------------------------------------- connection
 
-    connect() {
+    async connect() {
       if (this.closed) return;
+      if (this.token === null && !(await this.refresh())) return;
+      if (this.closed) return;
+      const query = new URLSearchParams();
+      if (this.lastId !== null) query.set("after", String(this.lastId));
+      if (this.token) query.set("access_token", this.token);
       const base = `/v1/tasks/${encodeURIComponent(this.id)}/events`;
-      const source = new EventSource(this.lastId === null ? base : `${base}?after=${this.lastId}`);
+      const qs = query.toString();
+      const source = new EventSource(qs ? `${base}?${qs}` : base);
       this.source = source;
       for (const type of EVENT_TYPES) source.addEventListener(type, (m) => this.onMessage(m));
       source.onopen = () => {
@@ -150,18 +205,29 @@
       };
     }
 
-    async recover() {
-      this.source = null;
+    // The record again (with a fresh stream token). False: the task cannot be watched (shown, and closed).
+    async refresh() {
       try {
-        const response = await fetch(`/v1/tasks/${encodeURIComponent(this.id)}`, { cache: "no-store" });
-        if (response.status === 404 || response.status === 400) {
+        const response = await api(`/v1/tasks/${encodeURIComponent(this.id)}`, { cache: "no-store" });
+        if (response.ok) {
+          const record = await response.json();
+          this.token = record.stream_token || "";
+          return true;
+        }
+        if ([400, 401, 403, 404].includes(response.status)) {
           showError(await errorMessage(response));
           this.close();
-          return;
+          return false;
         }
       } catch {
-        /* the edge is still away: retry below */
+        /* the edge is away: the caller retries */
       }
+      return true;
+    }
+
+    async recover() {
+      this.source = null;
+      if (!(await this.refresh())) return;
       if (this.closed) return;
       this.retryTimer = setTimeout(() => this.connect(), this.retryDelay);
       this.retryDelay = Math.min(this.retryDelay * 2, 5000);
@@ -497,7 +563,7 @@
 
   // ------------------------------------------------------------------ page actions
 
-  function watch(id) {
+  function watch(id, token = null) {
     if (view) view.close();
     view = null;
     showError("");
@@ -516,6 +582,7 @@
     ui.taskLink.href = `?task=${encodeURIComponent(id)}`;
     ui.task.hidden = false;
     view = new TaskView(id);
+    view.token = token;
     view.renderStatus();
     view.connect();
   }
@@ -527,7 +594,7 @@
     ui.run.disabled = true;
     showError("");
     try {
-      const response = await fetch("/v1/tasks", {
+      const response = await api("/v1/tasks", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": newKey() },
         body: JSON.stringify({ input, agent: ui.agent.value || "assistant", ...(context ? { context_id: context } : {}) }),
@@ -539,7 +606,7 @@
       const record = await response.json();
       ui.prompt.value = "";
       history.pushState({ task: record.id }, "", `?task=${encodeURIComponent(record.id)}`);
-      watch(record.id);
+      watch(record.id, record.stream_token);
     } catch {
       showError("Cannot reach the Sluice edge. Is it running?");
     } finally {
@@ -552,7 +619,7 @@
     for (const b of buttons) b.disabled = true;
     showError("");
     try {
-      const response = await fetch(`/v1/tasks/${encodeURIComponent(view.id)}/${path}`, {
+      const response = await api(`/v1/tasks/${encodeURIComponent(view.id)}/${path}`, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
         body: JSON.stringify(body),

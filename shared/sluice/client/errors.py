@@ -17,12 +17,14 @@ import json
 
 import httpx
 
-from sluice.errors import Conflict, InvalidInput, NotFound, SluiceError, Unavailable
+from sluice.errors import Conflict, Forbidden, InvalidInput, NotFound, SluiceError, Unauthenticated, Unavailable
 
 __all__ = ["error_from_response", "error_from_transport", "is_transient"]
 
 _BY_STATUS: dict[int, type[SluiceError]] = {
     400: InvalidInput,
+    401: Unauthenticated,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: InvalidInput,

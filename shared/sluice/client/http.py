@@ -24,6 +24,7 @@ import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from sluice.client import settings
 from sluice.client.errors import error_from_response, error_from_transport, is_transient
 from sluice.client.settings import edge_url
 from sluice.errors import SluiceError, Unavailable
@@ -67,19 +68,25 @@ class EdgeClient:
         retry_for_s: float = 5.0,
         reconnect_for_s: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         """`idle_timeout_s`: a stream silent for this long (no event, no heartbeat) is taken as dead and resumed.
         `retry_for_s`: how long a request (or a stream's first connection) keeps retrying an unreachable or
         unavailable edge before failing with `Unavailable` — short, so a mistyped URL says so at once.
-        `reconnect_for_s`: how long a stream that was connected keeps trying to resume."""
+        `reconnect_for_s`: how long a stream that was connected keeps trying to resume.
+        `api_key`: sent as `Authorization: Bearer` on every request (default: `SLUICE_API_KEY`, if set)."""
         self.base_url = (base_url or edge_url()).rstrip("/")
         self.idle_timeout_s = idle_timeout_s
         self.retry_for_s = retry_for_s
         self.reconnect_for_s = reconnect_for_s
+        headers = {"User-Agent": "sluice-client", "Accept": "application/json"}
+        credential = api_key if api_key is not None else settings.api_key()
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
-            headers={"User-Agent": "sluice-client", "Accept": "application/json"},
+            headers=headers,
             transport=transport,
         )
 
