@@ -24,6 +24,7 @@ from sluice.config import CommonConfig
 from sluice.errors import Unavailable
 from sluice.eventlog import EventWriter, read_log
 from sluice.events import TaskInputRequired, TaskInputRequiredData, TaskSubmittedData
+from sluice.ids import is_task_id
 from sluice.messages import decode_work
 from sluice.provision import provision
 from sluice.records import TaskStore
@@ -97,7 +98,7 @@ async def test_a_submission_whose_work_publish_died_is_reenqueued_by_the_reconci
     with pytest.raises(Unavailable):
         await flaky.submit(request)
     await back(server, bus)
-    [task_id] = [k for k in await store.kv.keys() if not k.startswith("idem.")]
+    [task_id] = [k for k in await store.kv.keys() if is_task_id(k)]  # not idempotency or tenant-index keys
     assert (await store.get(task_id)).state == "submitted"
     assert [e.type async for e in read_log(bus, task_id)] == ["task.submitted"]
     assert await work_messages(bus, task_id) == [], "the work message was never stored: the task is stranded"
