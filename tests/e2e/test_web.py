@@ -6,50 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from sluice import events as ev
 from sluice.clock import now_iso
 from sluice.ids import new_task_id
-from support import system_deps
+from support.browser import browser, page
 from support.clients import standin_edge
 from support.stack import Stack, stack
 
-__all__ = ["stack"]  # the fixture, imported for pytest
+__all__ = ["browser", "page", "stack"]  # the fixtures, imported for pytest
 
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.needs_program("chromium")]
 
 expect.set_options(timeout=30_000)  # a loaded machine runs the whole suite alongside
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=system_deps.find("chromium"), args=ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 900, "height": 1000})
-    opened = await context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield opened
-    await context.close()
-    assert not errors, errors
 
 
 async def submit(page: Page, stack: Stack, prompt: str, agent: str | None = None) -> str:

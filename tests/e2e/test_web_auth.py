@@ -5,19 +5,20 @@ also through an edge restart, where EventSource reconnects by itself with Last-E
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, async_playwright, expect
+from playwright.async_api import Page, Request, expect
 
 from sluice.apikeys import add_key
-from support import system_deps
+from support.browser import browser, page
 from support.stack import Stack, running_stack
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+__all__ = ["browser", "page"]  # the fixtures, imported for pytest
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.needs_program("chromium"), pytest.mark.timeout(180)]
 
@@ -35,25 +36,6 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str
     }
     with running_stack(root, service_env={"edge": edge_env}) as stack:
         yield stack, key
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=system_deps.find("chromium"), args=ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 900, "height": 1000})
-    opened = await context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield opened
-    await context.close()
-    assert not errors, errors
 
 
 async def test_the_page_asks_for_a_key_and_streams_with_a_token_through_an_edge_restart(
