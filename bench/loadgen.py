@@ -23,6 +23,8 @@ import resource
 import sys
 import time
 
+from bench.sequence import Tally
+
 _EVENT_RE = re.compile(rb'"text": ?"(\d+):([0-9.]+)')
 _ID_RE = re.compile(rb"(?:^|\n)id: (\d+)\r?\n")
 
@@ -38,7 +40,7 @@ def _last_boundary(buf: bytes) -> int:
     return max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
 
 
-class Client(asyncio.Protocol):
+class Client(asyncio.Protocol, Tally):
     def __init__(self, host: str, path: str, measure: bool) -> None:
         self.request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
         self.measure = measure
@@ -46,11 +48,7 @@ class Client(asyncio.Protocol):
         self.started = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
         self.head_done = False
-        self.expected = 0
-        self.received = 0
-        self.gaps = 0
-        self.dups = 0
-        self.latencies: list[float] = []
+        Tally.__init__(self)
         self.transport: asyncio.Transport | None = None
         self.ended = False
 
@@ -81,16 +79,7 @@ class Client(asyncio.Protocol):
         if not self.measure:
             return
         for match in _EVENT_RE.finditer(block):
-            n = int(match.group(1))
-            self.received += 1
-            self.latencies.append(now - float(match.group(2)))
-            if n == self.expected:
-                self.expected = n + 1
-            elif n > self.expected:
-                self.gaps += n - self.expected
-                self.expected = n + 1
-            else:
-                self.dups += 1
+            self.see(int(match.group(1)), now - float(match.group(2)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.started.done():

@@ -19,6 +19,7 @@ import time
 from nats.aio.msg import Msg
 
 from bench.loadgen import _stdin_line
+from bench.sequence import Tally
 from sluice.bus import connect
 from sluice.config import CommonConfig
 from stream_edge.streaming.link import AckFields, Link
@@ -27,16 +28,14 @@ _EVENT_RE = re.compile(rb'"text": ?"(\d+):([0-9.]+)')
 BATCH = 1000
 
 
-class TaskSink:
+class TaskSink(Tally):
     """One task's consumer: keeps a pull parked, checks order, records publish → receive latency."""
 
     def __init__(self, link: Link, task_id: str, latencies: list[float]) -> None:
         self.link = link
         self.task_id = task_id
         self.name = link.new_key("c")
-        self.expected = 0
-        self.received = self.gaps = self.dups = 0
-        self.latencies = latencies
+        super().__init__(latencies)
         self.target: int | None = None  # the last n published, once the publisher has stopped
         self.caught_up = asyncio.Event()
         self._due = 0
@@ -65,16 +64,7 @@ class TaskSink:
         self._due -= 1
         match = _EVENT_RE.search(msg.data)
         if match is not None:
-            n = int(match.group(1))
-            self.received += 1
-            self.latencies.append(now - float(match.group(2)))
-            if n == self.expected:
-                self.expected = n + 1
-            elif n > self.expected:
-                self.gaps += n - self.expected
-                self.expected = n + 1
-            else:
-                self.dups += 1
+            self.see(int(match.group(1)), now - float(match.group(2)))
             self._check()
         if self._due < BATCH // 2:
             await self._pull()
