@@ -6,7 +6,7 @@ The shipped `agents.toml` sits next to this module; `SLUICE_AGENTS_FILE` replace
     instructions = "You are a helpful assistant."
     tools = ["calculator", "ask_user"]
     approval_tools = []              # tool calls a human must approve first (a subset of tools)
-    max_steps = 8                    # budget defaults; a task's own budget overrides each one
+    max_steps = 8                    # budget ceilings; a task's own budget may lower each one, never raise it
     # max_output_tokens = 4000, max_cost_usd = 0.5, timeout_s = 300
     price_input_per_million = 0.15   # USD per million tokens, for usage.cost_usd
     price_output_per_million = 0.60
@@ -107,35 +107,35 @@ class AgentSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """What running a task means: one stage for an agent, several for a crew, and the budget defaults."""
+    """What running a task means: one stage for an agent, several for a crew, and the budget ceilings."""
 
     name: str
     stages: tuple[AgentSpec, ...]
     crew: bool
-    defaults: Budget
+    ceilings: Budget
 
 
 @dataclass(frozen=True)
 class Catalog:
     agents: dict[str, AgentSpec]
     crews: dict[str, tuple[str, ...]]
-    crew_defaults: dict[str, Budget]
+    crew_ceilings: dict[str, Budget]
     crew_descriptions: dict[str, str] = field(default_factory=dict)
 
     def plan(self, name: str) -> Plan | None:
         """The plan for `task.submitted.data.agent`, or None when no agent or crew has that name."""
         if name in self.agents:
             spec = self.agents[name]
-            defaults = Budget(
+            ceilings = Budget(
                 max_output_tokens=spec.max_output_tokens,
                 max_cost_usd=spec.max_cost_usd,
                 max_steps=spec.max_steps,
                 timeout_s=spec.timeout_s,
             )
-            return Plan(name=name, stages=(spec,), crew=False, defaults=defaults)
+            return Plan(name=name, stages=(spec,), crew=False, ceilings=ceilings)
         if name in self.crews:
             stages = tuple(self.agents[n] for n in self.crews[name])
-            return Plan(name=name, stages=stages, crew=True, defaults=self.crew_defaults[name])
+            return Plan(name=name, stages=stages, crew=True, ceilings=self.crew_ceilings[name])
         return None
 
     @property
@@ -187,7 +187,7 @@ def parse_catalog(
             price_output_per_million=a.price_output_per_million,
         )
     crews: dict[str, tuple[str, ...]] = {}
-    crew_defaults: dict[str, Budget] = {}
+    crew_ceilings: dict[str, Budget] = {}
     crew_descriptions: dict[str, str] = {}
     for name, c in raw.crews.items():
         if name in agents:
@@ -197,13 +197,13 @@ def parse_catalog(
             raise _fail(origin, f"crew {name!r} has stages that are not agents: {missing}")
         crews[name] = tuple(c.stages)
         crew_descriptions[name] = c.description
-        crew_defaults[name] = Budget(
+        crew_ceilings[name] = Budget(
             max_output_tokens=c.max_output_tokens,
             max_cost_usd=c.max_cost_usd,
             max_steps=c.max_steps or sum(agents[s].max_steps for s in c.stages),
             timeout_s=c.timeout_s,
         )
-    return Catalog(agents=agents, crews=crews, crew_defaults=crew_defaults, crew_descriptions=crew_descriptions)
+    return Catalog(agents=agents, crews=crews, crew_ceilings=crew_ceilings, crew_descriptions=crew_descriptions)
 
 
 def load_catalog(path: Path | None, *, default_model: str, known_tools: Collection[str] | None = None) -> Catalog:

@@ -1,6 +1,8 @@
 """Budget arithmetic: which limits apply to a task, and when a number crosses 80 % (warning) or 100 % (exceeded).
 
-Pure functions over numbers; the loop publishes `budget.warning` / `budget.exceeded` for what they return.
+An agent's limits (agents.toml) are ceilings; a task's `budget` can only lower them (`Limits.resolve`), and
+`task.started` carries the limits the task actually runs with. Pure functions over numbers; the loop publishes
+`budget.warning` / `budget.exceeded` for what they return.
 
 | kind | used | warning | exceeded |
 | --- | --- | --- | --- |
@@ -30,13 +32,17 @@ class Limits:
     timeout_s: float | None = None
 
     @classmethod
-    def resolve(cls, task: Budget, defaults: Budget) -> Limits:
-        """The task's own budget where it sets a value, the agent's (or crew's) default elsewhere."""
+    def resolve(cls, task: Budget, ceilings: Budget) -> Limits:
+        """The agent's (or crew's) limits are ceilings: a task's own budget may lower each one, never raise it.
+
+        Where only one side sets a value it applies; where both do, the smaller. The runner applies this, not the
+        edge, because any service allowed to publish `task.submitted` can ask for a budget."""
 
         def pick(field: str) -> float | None:
-            own = getattr(task, field)
-            value = own if own is not None else getattr(defaults, field)
-            return value
+            own, ceiling = getattr(task, field), getattr(ceilings, field)
+            if own is None or ceiling is None:
+                return own if ceiling is None else ceiling
+            return min(own, ceiling)
 
         tokens, steps = pick("max_output_tokens"), pick("max_steps")
         return cls(
@@ -44,6 +50,15 @@ class Limits:
             max_cost_usd=pick("max_cost_usd"),
             max_steps=int(steps) if steps is not None else None,
             timeout_s=pick("timeout_s"),
+        )
+
+    def as_budget(self) -> Budget:
+        """The limits as the wire's `Budget` (what `task.started` says the task runs with)."""
+        return Budget(
+            max_output_tokens=self.max_output_tokens,
+            max_cost_usd=self.max_cost_usd,
+            max_steps=self.max_steps,
+            timeout_s=self.timeout_s,
         )
 
 

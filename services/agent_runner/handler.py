@@ -266,6 +266,7 @@ class _Attempt:
                 await self.msg.ack()
             return
         plan = ctx.catalog.plan(tlog.submitted.agent)
+        limits = Limits.resolve(tlog.submitted.budget, plan.ceilings) if plan is not None else Limits()
         agent = tlog.submitted.agent
         attempt = self.attempt
         attributes: dict[str, str | int] = {
@@ -283,7 +284,7 @@ class _Attempt:
             self.sink = self._sink(tool_wait_extra_s=extra_s)
             started = await self.sink.emit(
                 TaskStarted,
-                TaskStartedData(attempt=attempt, runner=ctx.settings.runner_id),
+                TaskStartedData(attempt=attempt, runner=ctx.settings.runner_id, budget=limits.as_budget()),
                 msg_id=self._started_msg_id,
             )
             self.started = True
@@ -294,19 +295,19 @@ class _Attempt:
                 outcome: Outcome = Failed("unknown_agent", f"no agent or crew named {agent!r}; known: {known}",
                                           tlog.usage)  # fmt: skip
             else:
-                outcome = await self._run(tlog, plan)
+                outcome = await self._run(tlog, plan, limits)
             span.set_attribute("sluice.outcome", type(outcome).__name__.lower())
             if isinstance(outcome, Failed):
                 span.set_status(Status(StatusCode.ERROR, outcome.code))
             await self._settle(outcome)
 
-    async def _run(self, tlog: TaskLog, plan: Plan) -> Outcome:
+    async def _run(self, tlog: TaskLog, plan: Plan, limits: Limits) -> Outcome:
         ctx = self.ctx
         assert tlog.submitted is not None and self.sink is not None
         agent_loop = AgentLoop(
             log=tlog,
             plan=plan,
-            limits=Limits.resolve(tlog.submitted.budget, plan.defaults),
+            limits=limits,
             sink=self.sink,
             model=ctx.model,
             tools=ctx.tools,

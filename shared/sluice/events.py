@@ -111,6 +111,9 @@ class TaskSubmittedData(Struct, kw_only=True):
 class TaskStartedData(Struct, kw_only=True):
     attempt: int
     runner: str
+    # The limits this attempt runs with: the task's budget where it lowers the agent's ceilings, the ceilings
+    # elsewhere (a budget above a ceiling is clamped to it, not refused). Empty for an agent the runner does not know.
+    budget: Budget = field(default_factory=Budget)
 
 
 class AgentStartedData(Struct, kw_only=True):

@@ -25,11 +25,11 @@ def test_the_shipped_file_has_the_assistant_and_the_dev_team_crew() -> None:
     spec = assistant.stages[0]
     assert spec.model == "sluice-demo"
     assert spec.tools == ("calculator", "clock", "convert_units", "search_docs", "ask_user")
-    assert assistant.defaults.max_steps == spec.max_steps
+    assert assistant.ceilings.max_steps == spec.max_steps
     crew = catalog.plan("dev-team")
     assert crew is not None and crew.crew
     assert [s.name for s in crew.stages] == ["architect", "coder", "reviewer", "documenter"]
-    assert crew.defaults.max_steps == sum(s.max_steps for s in crew.stages)
+    assert crew.ceilings.max_steps == sum(s.max_steps for s in crew.stages)
     assert all("You are the " + s.name in s.instructions for s in crew.stages)
     careful = catalog.plan("careful-assistant")
     assert careful is not None and careful.stages[0].approval_tools == {"calculator", "convert_units"}

@@ -6,11 +6,24 @@ from agent_runner.budget import Crossing, Limits, after_call, before_call
 from sluice.events import Budget, Usage
 
 
-def test_a_tasks_own_budget_overrides_each_default_it_sets_and_only_those() -> None:
-    defaults = Budget(max_output_tokens=1000, max_cost_usd=1.0, max_steps=8, timeout_s=300)
-    limits = Limits.resolve(Budget(max_steps=2, timeout_s=5.5), defaults)
+def test_a_tasks_own_budget_lowers_each_ceiling_it_sets_and_only_those() -> None:
+    ceilings = Budget(max_output_tokens=1000, max_cost_usd=1.0, max_steps=8, timeout_s=300)
+    limits = Limits.resolve(Budget(max_steps=2, timeout_s=5.5), ceilings)
     assert limits == Limits(max_output_tokens=1000, max_cost_usd=1.0, max_steps=2, timeout_s=5.5)
     assert Limits.resolve(Budget(), Budget()) == Limits()
+
+
+def test_a_tasks_budget_above_a_ceiling_runs_with_the_ceiling() -> None:
+    ceilings = Budget(max_output_tokens=1000, max_cost_usd=1.0, max_steps=8, timeout_s=300)
+    asking = Budget(max_output_tokens=10**9, max_cost_usd=50.0, max_steps=1000, timeout_s=86400)
+    assert Limits.resolve(asking, ceilings) == Limits(max_output_tokens=1000, max_cost_usd=1.0, max_steps=8,
+                                                      timeout_s=300)  # fmt: skip
+
+
+def test_a_kind_the_agent_leaves_open_takes_the_tasks_value() -> None:
+    limits = Limits.resolve(Budget(max_output_tokens=50, max_cost_usd=0.1), Budget(max_steps=8))
+    assert limits == Limits(max_output_tokens=50, max_cost_usd=0.1, max_steps=8)
+    assert limits.as_budget() == Budget(max_output_tokens=50, max_cost_usd=0.1, max_steps=8)
 
 
 def test_usage_under_eighty_percent_crosses_nothing() -> None:

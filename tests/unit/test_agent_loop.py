@@ -117,7 +117,7 @@ async def run(
     log = log or submitted_log(agent=agent)
     plan = CATALOG.plan(agent)
     assert plan is not None and log.submitted is not None
-    loop = AgentLoop(log=log, plan=plan, limits=Limits.resolve(Budget(**limits), plan.defaults), sink=sink,
+    loop = AgentLoop(log=log, plan=plan, limits=Limits.resolve(Budget(**limits), plan.ceilings), sink=sink,
                      model=model, tools=TOOLS, config=LoopConfig(delta_window_s=0, backoff_s=0.001,
                                                                   backoff_max_s=0.002))  # fmt: skip
     return await loop.run()
