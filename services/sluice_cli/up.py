@@ -33,6 +33,7 @@ from sluice.admin import provision_as_admin
 from sluice.config import CommonConfig, EnvReader
 from sluice.errors import SluiceError
 from sluice.nats_auth import write_auth
+from stream_edge.auth.settings import AuthSettings
 
 __all__ = ["main"]
 
@@ -47,6 +48,10 @@ class UpPlan:
     demo_url: str | None
     # Each process's own NATS settings (its seed), by service name, and provisioning's ("provision").
     identity_env: dict[str, dict[str, str]]
+    # The edge asks callers for credentials (SLUICE_AUTH other than `none`).
+    auth_required: bool = False
+    # Where the banner suggests keeping API keys, when the edge runs without them.
+    keys_file_hint: Path = Path(".sluice/api-keys")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -80,9 +85,9 @@ def plan(environ: dict[str, str]) -> UpPlan:
     nats_log = None
     identity_env: dict[str, dict[str, str]] = {}
     nats_url = r.optional("SLUICE_NATS_URL")
+    data = Path(r.text("SLUICE_DATA_DIR", ".sluice"))
     if nats_url is None:
         port = 4222 if _port_free("127.0.0.1", 4222) else _free_port()
-        data = Path(r.text("SLUICE_DATA_DIR", ".sluice"))
         store = data / "nats"
         store.mkdir(parents=True, exist_ok=True)
         auth = write_auth(data / "nats-auth")
@@ -127,7 +132,29 @@ def plan(environ: dict[str, str]) -> UpPlan:
         edge_url=edge_url,
         demo_url=demo_url,
         identity_env=identity_env,
+        auth_required=_auth_required(r),
+        keys_file_hint=data / "api-keys",
     )
+
+
+def _auth_required(r: EnvReader) -> bool:
+    """Whether the edge will ask for credentials, read as the edge reads it (a setting it refuses: the edge says so
+    in its own log, the banner only leaves the key hint out)."""
+    try:
+        return AuthSettings.from_reader(r).required
+    except SluiceError:
+        return True
+
+
+def _auth_lines(up: UpPlan) -> list[str]:
+    """How the banner's curl authenticates, and — on an edge that asks for nothing — how to make it ask for keys."""
+    if up.auth_required:
+        return ["  auth         on (SLUICE_AUTH): send Authorization: Bearer <key> (sluice keys add --tenant T)"]
+    keys = shlex.quote(str(up.keys_file_hint))
+    return [
+        "  auth         none (loopback only). To require API keys: sluice keys add --tenant T --file " + keys,
+        f"               then restart with SLUICE_AUTH=keys SLUICE_API_KEYS_FILE={keys}",
+    ]
 
 
 def _announce(manager: Manager, text: str) -> None:
@@ -136,6 +163,8 @@ def _announce(manager: Manager, text: str) -> None:
 
 def _agents_listed(edge_url: str) -> bool:
     response = httpx.get(f"{edge_url}/v1/agents", timeout=1.0)
+    if response.status_code == 401:  # an edge that asks for credentials: up has none, readiness must do
+        return True
     return response.status_code == 200 and bool(response.json().get("agents"))
 
 
@@ -154,10 +183,12 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
                 ]
                 if up.demo_url:
                     lines.append(f"  demo model   {up.demo_url}/v1  (no OPENAI_API_KEY set)")
+                bearer = "-H 'Authorization: Bearer <key>' " if up.auth_required else ""
                 lines.append(
-                    f"  try          curl -N -H 'Accept: text/event-stream' -d '{{\"input\":\"hello\"}}' "
+                    f"  try          curl -N {bearer}-H 'Accept: text/event-stream' -d '{{\"input\":\"hello\"}}' "
                     f"{up.edge_url}/v1/tasks"
                 )
+                lines.extend(_auth_lines(up))
                 lines.append("Press Ctrl-C to stop everything.")
                 _announce(manager, "\n".join(lines))
                 return
