@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 from a2a.types import CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskState
-from a2a.utils.errors import TaskNotFoundError
+from a2a.utils.errors import A2AError, TaskNotFoundError
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from opentelemetry.sdk.trace import TracerProvider
@@ -320,6 +320,90 @@ async def test_an_a2a_request_naming_another_tenant_is_refused(secured: Secured)
     own = {**body, "params": {"tenant": "alpha"}}
     ok = await secured.edge.client.post("/a2a", json=own, headers={**bearer(secured.key_a), "A2A-Version": "1.0"})
     assert "result" in ok.json(), ok.text
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_a2a_clients_that_name_their_tenant_are_served_and_another_tenant_is_refused(
+    secured: Secured, binding: str
+) -> None:
+    """The SDK's own `tenant` request field: JSON-RPC sends it in the params, HTTP+JSON as `/a2a/rest/{tenant}/...`."""
+    async with a2a_client(secured.url, binding, headers=bearer(secured.key_a)) as a:
+        request = send(message("What is 6 * 7?"))
+        request.tenant = "alpha"
+        got = await collect(a.send_message(request))
+        assert got.states[-1] == TaskState.TASK_STATE_COMPLETED and "42" in got.text
+        mine = got.task_id
+        assert (await a.get_task(GetTaskRequest(id=mine, tenant="alpha"))).id == mine
+        assert mine in {t.id for t in (await a.list_tasks(ListTasksRequest(tenant="alpha"))).tasks}
+        before = await submissions(secured)
+        foreign = send(message("What is 6 * 7?"))
+        foreign.tenant = "beta"
+        refusals = [
+            lambda: collect(a.send_message(foreign)),
+            lambda: a.get_task(GetTaskRequest(id=mine, tenant="beta")),
+            lambda: a.list_tasks(ListTasksRequest(tenant="beta")),
+            lambda: a.cancel_task(CancelTaskRequest(id=mine, tenant="beta")),
+        ]
+        for refused in refusals:
+            with pytest.raises(A2AError) as caught:
+                await refused()
+            # The SDK's HTTP+JSON client keeps only the status of an error it has no A2A type for.
+            assert ("403" if binding == "HTTP+JSON" else "tenant") in str(caught.value), caught.value
+        assert await submissions(secured) == before
+    assert (await secured.edge.client.get(f"/v1/tasks/{mine}", headers=bearer(secured.key_a))).status_code == 200
+
+
+async def test_a2a_tenant_paths_are_aliases_for_the_callers_own_tenant_and_403_for_another(secured: Secured) -> None:
+    client = secured.edge.client
+    a = {**bearer(secured.key_a), "A2A-Version": "1.0"}
+    record = await create(secured, secured.key_a, "Tell me how a river finds the sea [fault:slow:60]")
+    task_id = record["id"]
+    send_body = {"message": {"role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"text": "What is 1+1?"}]}}
+    # The caller's own tenant in the path: the same routes.
+    assert (await client.get("/a2a/rest/alpha/tasks", headers=a)).status_code == 200
+    got = await client.get(f"/a2a/rest/alpha/tasks/{task_id}", headers=a)
+    assert got.status_code == 200 and got.json()["id"] == task_id
+    sent = await client.post("/a2a/rest/alpha/message:send", json={**send_body, "tenant": "alpha"}, headers=a)
+    assert sent.status_code == 200, sent.text
+    # Another tenant, in the path or in the body: 403, before anything is read or published.
+    before = await submissions(secured)
+    other_body = {**send_body, "message": {**send_body["message"], "messageId": str(uuid.uuid4())}}
+    refused = {
+        "list": await client.get("/a2a/rest/beta/tasks", headers=a),
+        "get": await client.get(f"/a2a/rest/beta/tasks/{task_id}", headers=a),
+        "cancel": await client.post(f"/a2a/rest/beta/tasks/{task_id}:cancel", json={}, headers=a),
+        "send": await client.post("/a2a/rest/beta/message:send", json=other_body, headers=a),
+        "stream": await client.post("/a2a/rest/beta/message:stream", json=other_body, headers=a),
+        "send, tenant in the body": await client.post(
+            "/a2a/rest/message:send", json={**other_body, "tenant": "beta"}, headers=a
+        ),
+        "path and body disagree": await client.post(
+            "/a2a/rest/alpha/message:send", json={**other_body, "tenant": "beta"}, headers=a
+        ),
+        "a tenant that cannot exist": await client.get("/a2a/rest/a.b%3E/tasks", headers=a),
+        "subscribe with a stream token": await client.get(
+            f"/a2a/rest/beta/tasks/{task_id}:subscribe", params={"access_token": record["stream_token"]}
+        ),
+    }
+    for case, response in refused.items():
+        assert response.status_code == 403, (case, response.text)
+        error = response.json()["error"]
+        assert error["status"] == "PERMISSION_DENIED" and "tenant" in error["message"], case
+        assert error["details"][0]["metadata"]["code"] == "tenant_mismatch", case
+    assert await submissions(secured) == before
+    state = (await client.get(f"/v1/tasks/{task_id}", headers=bearer(secured.key_a))).json()["state"]
+    assert state != "canceled"
+    # The stream token works on its tenant's path too (EventSource cannot send headers).
+    path = f"/a2a/rest/alpha/tasks/{task_id}:subscribe"
+    params = {"access_token": record["stream_token"], "A2A-Version": "1.0"}
+    async with client.stream("GET", path, params=params) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                assert task_id in line
+                break
+    # Without credentials a tenant path is 401 like any other.
+    assert (await client.get("/a2a/rest/alpha/tasks")).status_code == 401
 
 
 async def test_http_client_errors_never_500(secured: Secured) -> None:

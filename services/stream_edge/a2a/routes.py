@@ -4,7 +4,8 @@
 The SDK's dispatchers do the wire work — parsing, `A2A-Version` checks, JSON-RPC envelopes, error codes, SSE.
 Two small subclasses add what Sluice adds: every SSE event gets an `id:` line with the Sluice event id it came
 from (read from the event's metadata, where `mapping` put it), which makes a standard `Last-Event-ID` reconnect
-exact. The edge runtime reaches the handler through the call context (`EDGE_STATE_KEY`).
+exact. The edge runtime reaches the handler through the call context (`EDGE_STATE_KEY`). The 1.0 HTTP+JSON
+routes are also served as `/a2a/rest/{tenant}/...`, the tenant held against the caller's (`tenancy`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 from stream_edge.a2a.card import JSONRPC_PATH, REST_PREFIX, card_document
 from stream_edge.a2a.handler import EDGE_STATE_KEY, SluiceRequestHandler
 from stream_edge.a2a.mapping import event_id_of
+from stream_edge.a2a.tenancy import TENANT_PATH_SEGMENT, tenant_checked
 from stream_edge.auth.caller import CALLER_STATE_KEY
 from stream_edge.deps import runtime
 from stream_edge.settings import EdgeSettings
@@ -43,6 +45,7 @@ __all__ = ["a2a_routes", "router"]
 
 log = logging.getLogger(__name__)
 _LEGACY_VERSIONS = frozenset({"0.3", "0.3.0"})
+_LEGACY_REST_PREFIX = REST_PREFIX + "/v1/"
 
 _STREAM_KINDS = ("task", "statusUpdate", "artifactUpdate", "message")
 # Streams end promptly on shutdown: the hub's grace covers the native streams, this the A2A ones.
@@ -171,12 +174,19 @@ def a2a_routes(handler: SluiceRequestHandler | None = None) -> list[BaseRoute]:
         # Some clients join the card's URL with a slash: the same endpoint.
         Route(JSONRPC_PATH + "/", jsonrpc.handle_requests, methods=["POST"], name="a2a_jsonrpc_slash"),
     ]
+    aliases: list[BaseRoute] = []
     for route in create_rest_routes(handler, builder, enable_v0_3_compat=True, path_prefix=REST_PREFIX):
         # Only plain routes: the SDK also mounts a catch-all `/{tenant}/...` copy at the root, which would shadow
-        # every two-segment path of the edge. The caller's tenant comes from its credentials, not from the path.
-        if isinstance(route, Route) and route.path.startswith(REST_PREFIX + "/"):
-            routes.append(Route(route.path, _rebind(route, rest), methods=sorted(route.methods or ())))
-    return routes
+        # every two-segment path of the edge. The 1.0 tenant paths are served below the prefix instead.
+        if not (isinstance(route, Route) and route.path.startswith(REST_PREFIX + "/")):
+            continue
+        endpoint, methods = tenant_checked(_rebind(route, rest)), sorted(route.methods or ())
+        routes.append(Route(route.path, endpoint, methods=methods))
+        if not route.path.startswith(_LEGACY_REST_PREFIX):  # 0.3 had no tenants
+            tenant_path = REST_PREFIX + TENANT_PATH_SEGMENT + route.path.removeprefix(REST_PREFIX)
+            aliases.append(Route(tenant_path, endpoint, methods=methods))
+    # After every plain route, so that `/a2a/rest/tasks/{id}` is never read as tenant "tasks".
+    return routes + aliases
 
 
 def router() -> APIRouter:

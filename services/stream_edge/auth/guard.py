@@ -41,7 +41,8 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The routes a browser's EventSource opens: where a stream token may stand in for credentials.
 _STREAM_ROUTES = (
     re.compile(r"^/v1/tasks/(?P<task>[^/]+)/events$"),
-    re.compile(r"^/a2a/rest/tasks/(?P<task>[^/:]+):subscribe$"),
+    # A2A's subscribe, also under an A2A 1.0 tenant path segment (held against the token's tenant by the route).
+    re.compile(r"^/a2a/rest/(?:[^/]+/)?tasks/(?P<task>[^/:]+):subscribe$"),
 )
 
 
