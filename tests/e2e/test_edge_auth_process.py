@@ -1,4 +1,5 @@
-"""`sluice edge` refuses to run open on an address others can reach, or with a keys file it cannot read."""
+"""`sluice edge` refuses to run open on an address others can reach, with a keys file it cannot read, or with JWT
+signing keys from a source it cannot trust."""
 
 from __future__ import annotations
 
@@ -55,6 +56,20 @@ def test_keys_mode_without_a_usable_keys_file_refuses_to_start(nats_server: Nats
     broken = run_edge(nats_server.url, SLUICE_AUTH="keys", SLUICE_API_KEYS_FILE=str(bad))
     assert broken.returncode == 2
     assert "line 1" in broken.stderr and "nothex-secret" not in broken.stderr  # the line is named, not shown
+
+
+def test_jwt_mode_refuses_to_start_with_jwks_over_plain_http_or_a_ca_it_cannot_read(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    jwt = {"SLUICE_AUTH": "jwt", "SLUICE_JWT_ISSUER": "https://login.example.test/", "SLUICE_JWT_AUDIENCE": "sluice"}
+    plain = run_edge(nats_server.url, SLUICE_JWT_JWKS="http://login.example.test/jwks.json", **jwt)
+    assert plain.returncode == 2 and "https" in plain.stderr, plain.stderr
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    bad_ca = run_edge(
+        nats_server.url, SLUICE_JWT_JWKS="https://login.example.test/jwks.json", SLUICE_JWT_JWKS_CA=str(not_a_ca), **jwt
+    )
+    assert bad_ca.returncode == 2 and "SLUICE_JWT_JWKS_CA" in bad_ca.stderr, bad_ca.stderr
 
 
 def started_edge(log_dir: Path, nats_url: str, **env: str) -> tuple[ServiceProcess, str]:

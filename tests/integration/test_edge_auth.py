@@ -20,8 +20,6 @@ import jwt
 import pytest
 from a2a.types import CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskState
 from a2a.utils.errors import A2AError, TaskNotFoundError
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -33,34 +31,11 @@ from sluice.errors import NotFound, Unauthenticated
 from stream_edge.auth.settings import AuthSettings
 from support.a2a import BINDINGS, a2a_client, collect, message, send
 from support.edge import EdgeUnderTest, published, running_edge
+from support.oidc import AUDIENCE, ISSUER, SigningKey, new_signing_key
 from support.runners import RunnerStack, runner_stack
 from support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
-
-ISSUER = "https://login.example.test/"
-AUDIENCE = "sluice-tests"
-
-
-@dataclass
-class SigningKey:
-    kid: str
-    private: rsa.RSAPrivateKey
-
-    def jwk(self) -> dict[str, Any]:
-        public: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
-        return {**public, "kid": self.kid, "alg": "RS256", "use": "sig"}
-
-    def token(self, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "tenant": "acme", "iat": now, "exp": now + 300}
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(body, self.private, algorithm="RS256", headers={"kid": self.kid})
-
-
-def new_signing_key() -> SigningKey:
-    return SigningKey(uuid.uuid4().hex[:8], rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """OIDC / JWT bearer tokens, verified by PyJWT against a JWKS (a file, or an https URL), cached.
 
+An https JWKS is fetched with httpx, its server verified against `SLUICE_JWT_JWKS_CA` when that is set (a private
+CA of the identity provider), else against httpx's default store (certifi, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+
 A token is taken apart only by PyJWT: its header names the algorithm (one of `SLUICE_JWT_ALGORITHMS` — never
 `none`, never HMAC) and the key id; the signature, `exp`, `nbf`, `iss` and `aud` are checked by `jwt.decode`.
 A `kid` the cached key set does not hold makes the verifier read the JWKS again (an identity provider rotating its
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import jwt
 from sluice.errors import InvalidInput, Unauthenticated
 from sluice.ids import parse_tenant
 from stream_edge.auth.caller import Caller
-from stream_edge.auth.settings import AuthSettings, is_loopback
+from stream_edge.auth.settings import AuthSettings
 
 __all__ = ["JwtVerifier"]
 
@@ -35,6 +39,15 @@ _LEEWAY_S = 30
 
 def _bad(message: str) -> Unauthenticated:
     return Unauthenticated("invalid_token", message)
+
+
+def _trusting(ca_file: Path) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the CAs of `ca_file`; read at start, so a bad file stops the edge."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        message = f"SLUICE_JWT_JWKS_CA: cannot use {ca_file} ({type(exc).__name__})"
+        raise InvalidInput("invalid_config", message) from None
 
 
 class JwtVerifier:
@@ -49,10 +62,9 @@ class JwtVerifier:
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
-        url = urlsplit(self.source)
-        self._is_url = url.scheme in ("https", "http")
-        if url.scheme == "http" and not is_loopback(url.hostname or ""):
-            raise InvalidInput("invalid_config", "SLUICE_JWT_JWKS must be an https URL (or a file)")
+        # Plain http is refused by `AuthSettings` unless it goes to a loopback address.
+        self._is_url = urlsplit(self.source).scheme in ("https", "http")
+        self._verify: ssl.SSLContext | bool = _trusting(settings.jwt_jwks_ca) if settings.jwt_jwks_ca else True
 
     async def verify(self, token: str) -> Caller:
         try:
@@ -128,7 +140,7 @@ class JwtVerifier:
         if not self._is_url:
             loaded: dict[str, Any] = json.loads(await asyncio.to_thread(Path(self.source).read_text))
             return loaded
-        async with httpx.AsyncClient(timeout=_FETCH_TIMEOUT_S, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=_FETCH_TIMEOUT_S, follow_redirects=False, verify=self._verify) as client:
             response = await client.get(self.source, headers={"Accept": "application/json"})
             response.raise_for_status()
             fetched: dict[str, Any] = response.json()

@@ -6,6 +6,7 @@
 | `SLUICE_AUTH_ALLOW_NONE` | `1`: an edge on a non-loopback address may run unauthenticated | off (it refuses) |
 | `SLUICE_API_KEYS_FILE` | the API key hashes (`sluice keys add`), re-read when it changes | none |
 | `SLUICE_JWT_JWKS` | the JWT signing keys: a JWKS file, or an https URL | none |
+| `SLUICE_JWT_JWKS_CA` | a CA bundle (PEM) that verifies an https JWKS server, instead of the default store | none |
 | `SLUICE_JWT_ISSUER`, `SLUICE_JWT_AUDIENCE` | the `iss` and `aud` a token must carry | none (required by `jwt`) |
 | `SLUICE_JWT_TENANT_CLAIM` | the claim that names the caller's tenant | `tenant` |
 | `SLUICE_JWT_ALGORITHMS` | accepted signature algorithms (asymmetric only) | `RS256,ES256,EdDSA,PS256` |
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sluice.config import EnvReader
 from sluice.errors import InvalidInput
@@ -63,6 +65,7 @@ class AuthSettings:
     keys_file: Path | None = None
     keys_recheck_s: float = 1.0
     jwt_jwks: str | None = None
+    jwt_jwks_ca: Path | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_tenant_claim: str = "tenant"
@@ -80,12 +83,25 @@ class AuthSettings:
             raise InvalidInput(
                 "invalid_config", "SLUICE_AUTH=jwt needs SLUICE_JWT_JWKS, SLUICE_JWT_ISSUER and SLUICE_JWT_AUDIENCE"
             )
+        self._check_jwks_source()
         if bad := set(self.jwt_algorithms) - ASYMMETRIC_ALGORITHMS:
             raise InvalidInput("invalid_config", f"SLUICE_JWT_ALGORITHMS: {sorted(bad)} are not asymmetric algorithms")
         if self.token_secret is not None and len(self.token_secret) < _MIN_SECRET:
             raise InvalidInput("invalid_config", f"SLUICE_TOKEN_SECRET must be at least {_MIN_SECRET} characters")
         if self.stream_token_ttl_s < 1:
             raise InvalidInput("invalid_config", "SLUICE_STREAM_TOKEN_TTL_S must be at least 1")
+
+    def _check_jwks_source(self) -> None:
+        """The signing keys decide who anyone is: they come from a file or over https. Plain http only to a loopback
+        address (a provider or sidecar on the same host), where nobody on the network can swap the keys."""
+        url = urlsplit(self.jwt_jwks or "")
+        if url.scheme == "http" and not is_loopback(url.hostname or ""):
+            raise InvalidInput(
+                "invalid_config",
+                "SLUICE_JWT_JWKS must be a file or an https URL (plain http only to a loopback address)",
+            )
+        if self.jwt_jwks_ca is not None and url.scheme != "https":
+            raise InvalidInput("invalid_config", "SLUICE_JWT_JWKS_CA is for an https SLUICE_JWT_JWKS")
 
     @property
     def required(self) -> bool:
@@ -106,6 +122,7 @@ class AuthSettings:
             "methods": sorted(self.methods) or ["none"],
             "keys_file": str(self.keys_file) if self.keys_file else None,
             "jwt_jwks": self.jwt_jwks,
+            "jwt_jwks_ca": str(self.jwt_jwks_ca) if self.jwt_jwks_ca else None,
             "jwt_issuer": self.jwt_issuer,
             "jwt_audience": self.jwt_audience,
             "token_secret": "(set)" if self.token_secret else "(random per process)",
@@ -129,6 +146,7 @@ class AuthSettings:
             allow_none=r.flag("SLUICE_AUTH_ALLOW_NONE", False),
             keys_file=Path(keys_file) if keys_file else None,
             jwt_jwks=jwks,
+            jwt_jwks_ca=Path(ca) if (ca := r.optional("SLUICE_JWT_JWKS_CA")) else None,
             jwt_issuer=r.optional("SLUICE_JWT_ISSUER"),
             jwt_audience=r.optional("SLUICE_JWT_AUDIENCE"),
             jwt_tenant_claim=r.text("SLUICE_JWT_TENANT_CLAIM", "tenant"),
