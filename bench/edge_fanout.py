@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import resource
@@ -504,7 +505,10 @@ async def _bus(url: str) -> Bus:
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; uvicorn h11, asyncio loop", flush=True)
+    # uvicorn's "auto" takes httptools and uvloop when they are installed (they are Sluice dependencies).
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; uvicorn {http}, {loop} loop", flush=True)
     if "fanout" in args.parts or "capacity" in args.parts or "idle" in args.parts:
         with nats_server() as nats:
             bus = await _bus(nats.url)

@@ -33,9 +33,13 @@ KIND_PROCS = {"floor": "floor", "engine": "sluice", "edge": "edge"}
 HEARTBEAT_S = "2"
 
 
+async def _any_agent(name: str) -> bool:
+    return True  # no runner serves these tasks: they only need to exist
+
+
 async def make_tasks(bus: Bus, count: int) -> list[str]:
     """`count` real tasks (record + task.submitted + work message), as the edge's create route makes them."""
-    service = TaskService(bus, TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET)))
+    service = TaskService(bus, TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET)), _any_agent)
     made: list[str] = []
     request = TaskSubmittedData(input="idle", agent="assistant", history=[], metadata={})
     for start in range(0, count, 100):

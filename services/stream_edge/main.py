@@ -53,6 +53,7 @@ def main() -> None:
         access_log=False,
         lifespan="on",
         ws="none",
+        http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
     )
     server = EdgeServer(config, app)
