@@ -8,7 +8,8 @@
                  task.started(attempt+1); run the agent loop, racing a cancel notice and the hard-stop of a
                  shutdown, while a heartbeat sends in_progress() every quarter of the ack wait (a dead runner's
                  task is redelivered within one ack wait) and looks at the record every third beat:
-                   Completed / Failed ─▶ CAS record terminal (the CAS winner decides) ─▶ terminal event ─▶ ack
+                   Completed / Failed ─▶ CAS record terminal (the CAS winner decides) ─▶ terminal event
+                                        ─▶ the tenant's place freed (sluice.active_tasks) ─▶ ack
                    Paused ─────────────▶ CAS record input-required (slot freed) ─────────────────────────▶ ack
                    canceled ───────────▶ task.canceled (the record says canceled) ───────────────────────▶ ack
                    handed back ────────▶ (shutdown) ─▶ noted as a hand-back (sluice.handbacks) ─────────▶ nak
@@ -45,6 +46,7 @@ from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from agent_runner.sink import NatsSink
 from sluice import msgids, subjects
+from sluice.active_tasks import ActiveTasks
 from sluice.bus import MSG_ID, Bus
 from sluice.errors import InvalidInput, SluiceError, Superseded, TaskEnded, Unavailable
 from sluice.eventlog import EventWriter, LogEntry, read_log
@@ -90,6 +92,8 @@ class RunnerContext:
     model: ModelClient
     draining: Callable[[], bool]
     hard_stop: asyncio.Event
+    # The tenants' unfinished tasks (CONTRACT §8): a task this runner ends gives its place back.
+    active: ActiveTasks | None = None
     writer: EventWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -413,6 +417,7 @@ class _Attempt:
         cls, data = _implied_terminal(record, self.holding.reason)
         event_id = await _end(sink, cls, data)
         await ctx.store.update(self.task_id, _with_last_event_id(event_id))
+        await self._release(record)
         ATTEMPTS.labels(record.state).inc()
         if record.state == "completed":
             TASKS_COMPLETED.inc()
@@ -430,9 +435,16 @@ class _Attempt:
         cls, data = _implied_terminal(record, "")
         event_id = await _end(self._sink(), cls, data)
         await self.ctx.store.update(self.task_id, _with_last_event_id(event_id))
+        await self._release(record)
         TASKS_FAILED.labels(error.code).inc()
         log.error("poison task failed: %s", message)
         await self.msg.term()
+
+    async def _release(self, record: TaskRecord) -> None:
+        """The task has ended: its place among its tenant's unfinished tasks is free (the reconciler frees it if
+        this runner dies first)."""
+        if self.ctx.active is not None:
+            await self.ctx.active.release(record)
 
     async def _not_yet(self, delivered: int, no_record: bool) -> None:
         """Work for a task whose record or task.submitted is missing: the edge may still be writing them."""

@@ -26,6 +26,7 @@ from agent_runner.handler import RunnerContext, hand_back, handle_work
 from agent_runner.ports import ModelClient, ToolDescriptor
 from agent_runner.settings import RunnerSettings
 from sluice import subjects
+from sluice.active_tasks import ActiveTasks
 from sluice.bus import Bus
 from sluice.handbacks import HandBacks
 from sluice.records import TaskStore
@@ -75,6 +76,7 @@ class Worker:
             model=self.model,
             draining=lambda: self.draining,
             hard_stop=self.hard_stop,
+            active=ActiveTasks(await self.bus.js.key_value(subjects.LIMITS_BUCKET)),
         )
         sub = await self.bus.js.pull_subscribe_bind(durable=subjects.WORK_CONSUMER, stream=subjects.WORK_STREAM)
         log.info("ready", extra={"concurrency": self.settings.concurrency, "runner": self.settings.runner_id})

@@ -29,6 +29,7 @@ from opentelemetry.trace import TracerProvider
 from starlette.middleware.cors import CORSMiddleware
 
 from sluice import subjects
+from sluice.active_tasks import ActiveTasks
 from sluice.bus import Bus, connect
 from sluice.catalog import CatalogView
 from sluice.errors import SluiceError
@@ -44,6 +45,7 @@ from stream_edge.contexts import ContextIndex, Conversations
 from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
 from stream_edge.events_asgi import DetachedStreams, EventsRoute
+from stream_edge.limits import CreationLimits, CreationRate
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
 from stream_edge.openapi import install_docs, install_openapi
 from stream_edge.reconciler import LEASE_KEY, Lease, Reconciler
@@ -127,7 +129,10 @@ def create_app(
             conversations = Conversations(active, store, contexts)
             await catalog.start()
             hub = make_hub(active, settings)
-            tasks = TaskService(active, store, catalog.confirm_known, conversations)
+            active_tasks = ActiveTasks(await active.js.key_value(subjects.LIMITS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            rate = CreationRate(active.js, settings.tenant_rate, deadline_s=RECORD_DEADLINE_S)
+            limits = CreationLimits(active_tasks, settings.tenant_max_active, rate if settings.tenant_rate else None)
+            tasks = TaskService(active, store, catalog.confirm_known, conversations, limits)
             edge = EdgeRuntime(
                 settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog, tokens=auth.tokens
             )
@@ -141,6 +146,7 @@ def create_app(
                     ),
                     interval_s=settings.reconcile_interval_s,
                     grace_s=settings.reconcile_grace_s,
+                    active=active_tasks,
                 )
                 reconciling = asyncio.create_task(reconciler.run(stop_reconciling), name="reconciler")
             app.state.edge = edge

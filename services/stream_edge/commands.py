@@ -3,14 +3,17 @@
 HTTP-agnostic (no FastAPI here), so the REST routes and the A2A endpoint share it. Each command follows the
 protocol every service agrees on (see the common brief):
 
-- submit: the agent must be in the catalog (else `422 unknown_agent`, nothing written) → the context's history,
-  the task listed in its context (`contexts.py`) → create the record (`submitted`) → publish `task.submitted`
-  (`{task}:submitted`) → record its id as `last_event_id` → publish the work message (`{task}:run:submitted`). An
-  `Idempotency-Key` is claimed in the task bucket first; a repeated key returns the first task (and finishes its
-  submission if that request died midway — the deterministic message ids make the repeat harmless).
-- cancel: CAS the record to `canceled` (Conflict if terminal) → notify `sluice.ctl.<task>` → if nobody holds the
-  task (`submitted`, `input-required`, or `working` with no work message left in SLUICE_WORK: its submission or
-  resume died half-way) publish `task.canceled` (`{task}:end`) ourselves; a holder publishes it otherwise.
+- submit: the agent must be in the catalog (else `422 unknown_agent`, nothing written) → a repeated
+  `Idempotency-Key` returns its task → the tenant's limits (`limits/creations.py`: else `429 tenant_limit`,
+  nothing written) → the context's history, the task listed in its context (`contexts.py`) → create the record
+  (`submitted`) → publish `task.submitted` (`{task}:submitted`) → record its id as `last_event_id` → publish the
+  work message (`{task}:run:submitted`). An `Idempotency-Key` is claimed in the task bucket before the context is
+  touched; a key claimed first by a racing request returns that task (and finishes its submission if that request
+  died midway — the deterministic message ids make the repeat harmless).
+- cancel: CAS the record to `canceled` (Conflict if terminal) → free its place among the tenant's unfinished
+  tasks → notify `sluice.ctl.<task>` → if nobody holds the task (`submitted`, `input-required`, or `working` with
+  no work message left in SLUICE_WORK: its submission or resume died half-way) publish `task.canceled`
+  (`{task}:end`) ourselves; a holder publishes it otherwise.
 - input: the record must be `input-required` → publish `task.resumed` (`{task}:resumed:{ask_seq}`) → CAS
   `input-required → working` → publish the work message (`{task}:run:r{ask_seq}`).
 
@@ -61,6 +64,7 @@ from sluice.tracing import continue_span
 from stream_edge import answers, logview
 from stream_edge.contexts import Conversations
 from stream_edge.errors import UnknownAgent
+from stream_edge.limits import CreationLimits
 
 __all__ = [
     "AGENT_PATTERN",
@@ -119,13 +123,19 @@ class TaskService:
     """The task commands of the edge. One per process; safe to share between concurrent requests."""
 
     def __init__(
-        self, bus: Bus, store: TaskStore, agent_known: AgentKnown, conversations: Conversations | None = None
+        self,
+        bus: Bus,
+        store: TaskStore,
+        agent_known: AgentKnown,
+        conversations: Conversations | None = None,
+        limits: CreationLimits | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.agent_known = agent_known
         self.writer = EventWriter(bus, SOURCE)
         self.conversations = conversations
+        self.limits = limits  # the tenant's limits on creations (CONTRACT §8); None: none
 
     # ------------------------------------------------------------------ submit
 
@@ -149,14 +159,25 @@ class TaskService:
             )
         task_id = new_task_id()
         if idempotency_key is not None:
-            owner = await self.store.claim_idempotency_key(
-                validate_idempotency_key(idempotency_key), task_id, tenant=tenant
-            )
-            if owner != task_id:
-                return await self._repeat(owner, request, trace_id)
-        if self.conversations is not None:  # the context's history, and the task listed in its context
-            request = await self.conversations.prepare(request, tenant)
-            await self.conversations.join(request, task_id, tenant)
+            idempotency_key = validate_idempotency_key(idempotency_key)
+            # A repeat returns its first task whatever the limits say now: it creates nothing.
+            earlier = await self.store.idempotency_owner(idempotency_key, tenant=tenant)
+            if earlier is not None:
+                return await self._repeat(earlier, request, trace_id)
+        if self.limits is not None:
+            await self.limits.admit(tenant, task_id)  # 429 before anything of the task exists
+        try:
+            if idempotency_key is not None:
+                owner = await self.store.claim_idempotency_key(idempotency_key, task_id, tenant=tenant)
+                if owner != task_id:
+                    await self._withdraw(tenant, task_id)
+                    return await self._repeat(owner, request, trace_id)
+            if self.conversations is not None:  # the context's history, and the task listed in its context
+                request = await self.conversations.prepare(request, tenant)
+                await self.conversations.join(request, task_id, tenant)
+        except BaseException:
+            await self._withdraw(tenant, task_id)
+            raise
         now = now_iso()
         record = TaskRecord(
             id=task_id,
@@ -170,6 +191,7 @@ class TaskService:
             trace_id=trace_id or current_trace_id() or None,
             tenant=tenant,
         )
+        # If this fails, the record may exist all the same: the reconciler frees the place once it knows.
         await self.store.create(record)
         with task_scope(task_id):
             record = await self._hand_over(record, request, trace_id)
@@ -190,6 +212,15 @@ class TaskService:
             raise
         return record
 
+    async def _withdraw(self, tenant: str, task_id: str) -> None:
+        if self.limits is not None:
+            await self.limits.withdraw(tenant, task_id)
+
+    async def _release(self, record: TaskRecord) -> None:
+        """The task has ended (its terminal record is written): its place among its tenant's tasks is free."""
+        if self.limits is not None:
+            await self.limits.active.release(record)
+
     async def _fail_unsubmitted(self, task_id: str, cause: Unavailable, trace_id: str | None) -> None:
         """Best effort: a task the runners never received must not sit in `submitted` forever."""
         error = ErrorInfo(code="submit_failed", message=f"the task could not be handed to the runners: {cause.message}")
@@ -201,6 +232,8 @@ class TaskService:
 
         try:
             before, after = await self.store.update(task_id, change)
+            if after.terminal:
+                await self._release(after)
             if before.state == "submitted" and after.state == "failed":
                 seq = await self.writer.emit(
                     TaskFailed, task_id, TaskFailedData(error=error, usage=after.usage), msg_id=msgids.end(task_id),
@@ -266,6 +299,7 @@ class TaskService:
 
         with task_scope(task_id):
             before, after = await self.store.update(task_id, change)
+            await self._release(after)
             # From here the record says `canceled` and a retried cancel is a 409: only the terminal publish may
             # fail the request. The trace lookup and the runner notice are best effort (the record is the truth).
             try:

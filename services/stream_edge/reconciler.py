@@ -9,6 +9,8 @@ one, always has one — so that is what the reconciler looks for:
     record submitted | working, unchanged for grace_s, no work message ─▶ a new work message (any runner takes it)
     record canceled | failed, changed within the last hour, no terminal event in the log ─▶ the terminal event
                                                                   (through the log guard: never a second one)
+    a task counted among its tenant's unfinished ones (sluice.active_tasks) whose record is terminal, or that has
+    no record grace_s after its place was taken ─▶ its place freed (its writer died before freeing it)
 
 Exactly one edge reconciles at a time: the holder of the lease `reconciler` in the KV bucket `sluice-leases`,
 whose entries expire `LEASE_S` after their last write. The holder renews it on every sweep; another edge takes it
@@ -30,6 +32,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from sluice import msgids, subjects
+from sluice.active_tasks import ActiveTasks
 from sluice.errors import SluiceError, TaskEnded
 from sluice.eventlog import read_log
 from sluice.events import (
@@ -90,12 +93,22 @@ class Lease:
 
 
 class Reconciler:
-    def __init__(self, tasks: TaskService, lease: Lease, *, interval_s: float, grace_s: float) -> None:
+    def __init__(
+        self,
+        tasks: TaskService,
+        lease: Lease,
+        *,
+        interval_s: float,
+        grace_s: float,
+        active: ActiveTasks | None = None,
+    ) -> None:
         self.tasks = tasks
         self.lease = lease
         self.interval_s = interval_s
         self.grace_s = grace_s
+        self.active = active
         self.repaired = 0
+        self.freed = 0  # places among tenants' unfinished tasks given back by the sweep
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Sweeps every `interval_s` while it holds the lease, until `stopping`."""
@@ -117,7 +130,7 @@ class Reconciler:
         try:
             keys = await self.tasks.store.kv.keys()
         except nats.js.errors.NoKeysError:
-            return 0
+            keys = []
         for key in keys:
             if not is_task_id(key):
                 continue  # idempotency keys and the like
@@ -125,7 +138,26 @@ class Reconciler:
             if record is not None and await self._repair(record):
                 repaired += 1
         self.repaired += repaired
+        if self.active is not None:
+            self.freed += await self.free_places()
         return repaired
+
+    async def free_places(self) -> int:
+        """Frees the places of tasks that ended (or never got a record) whose writer died before freeing them."""
+        assert self.active is not None
+        freed = 0
+        for tenant in await self.active.tenants():
+            done: set[str] = set()
+            for task_id, taken_at in (await self.active.held(tenant)).items():
+                record = await self.tasks.store.find(task_id) if is_task_id(task_id) else None
+                if record is None and time.time() - taken_at < self.grace_s:
+                    continue  # the edge that took the place may still be creating the record
+                if record is None or record.terminal or record.tenant != tenant:
+                    done.add(task_id)
+            if done:
+                freed += await self.active.free(tenant, done)
+                log.warning("places of ended tasks freed", extra={"tenant": tenant, "freed": len(done)})
+        return freed
 
     async def _repair(self, record: TaskRecord) -> bool:
         age_s = time.time() - _epoch(record.updated_at)

@@ -13,6 +13,9 @@ settings every service shares (`SLUICE_NATS_URL`, `SLUICE_REPLICAS`, ...) are `s
 | `SLUICE_CLIENT_BUFFER_BYTES` | bytes buffered for one slow stream client before it is cut off | `1048576` |
 | `SLUICE_SHUTDOWN_GRACE_S` | on SIGTERM, how long open streams get to end before the process exits | `5` |
 | `SLUICE_PUBLIC_URL` | the edge's public base URL (for the A2A agent card) | `http://<host>:<port>` |
+| `SLUICE_TENANT_MAX_ACTIVE` | a tenant's unfinished tasks at once, all replicas together (`0`: none) | `100` |
+| `SLUICE_TENANT_RATE` | a tenant's task creations per minute, all replicas together (`0`: none) | `600` |
+| `SLUICE_TENANT_MAX_STREAMS` | a tenant's open event streams, all replicas together (`0`: none) | `1000` |
 
 Who may call (`SLUICE_AUTH`, keys, JWT, stream tokens, allowed hosts): `stream_edge.auth.settings.AuthSettings`.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sluice.active_tasks import MAX_LIMIT
 from sluice.config import CommonConfig, EnvReader
 from sluice.errors import InvalidInput
 from stream_edge.auth.settings import AuthSettings
@@ -46,6 +50,10 @@ class EdgeSettings:
     # record must be unchanged before it counts as stranded.
     reconcile_interval_s: float = 5.0
     reconcile_grace_s: float = 15.0
+    # Per-tenant abuse limits (CONTRACT §8), counted in NATS across replicas; 0 turns one off.
+    tenant_max_active: int = 100
+    tenant_rate: int = 600
+    tenant_max_streams: int = 1000
     auth: AuthSettings = field(default_factory=AuthSettings)
     common: CommonConfig = field(default_factory=CommonConfig)
 
@@ -64,6 +72,15 @@ class EdgeSettings:
             raise InvalidInput("invalid_config", "SLUICE_CLIENT_BUFFER_BYTES must be at least 4096")
         if self.shutdown_grace_s < 0:
             raise InvalidInput("invalid_config", "SLUICE_SHUTDOWN_GRACE_S must be >= 0")
+        for name, value in (
+            ("SLUICE_TENANT_MAX_ACTIVE", self.tenant_max_active),
+            ("SLUICE_TENANT_RATE", self.tenant_rate),
+            ("SLUICE_TENANT_MAX_STREAMS", self.tenant_max_streams),
+        ):
+            if value < 0:
+                raise InvalidInput("invalid_config", f"{name} must be >= 0 (0: no limit), got {value}")
+        if self.tenant_max_active > MAX_LIMIT:
+            raise InvalidInput("invalid_config", f"SLUICE_TENANT_MAX_ACTIVE must be at most {MAX_LIMIT}")
         self.auth.check_bind(self.host)
 
     @property
@@ -88,6 +105,9 @@ class EdgeSettings:
             "public_url": self.public_url,
             "reconcile_interval_s": self.reconcile_interval_s,
             "reconcile_grace_s": self.reconcile_grace_s,
+            "tenant_max_active": self.tenant_max_active,
+            "tenant_rate": self.tenant_rate,
+            "tenant_max_streams": self.tenant_max_streams,
             "auth": self.auth.describe(),
             "common": self.common.describe(),
         }
@@ -108,6 +128,9 @@ class EdgeSettings:
             public_url=r.optional("SLUICE_PUBLIC_URL"),
             reconcile_interval_s=r.number("SLUICE_RECONCILE_INTERVAL_S", 5.0),
             reconcile_grace_s=r.number("SLUICE_RECONCILE_GRACE_S", 15.0),
+            tenant_max_active=r.integer("SLUICE_TENANT_MAX_ACTIVE", 100),
+            tenant_rate=r.integer("SLUICE_TENANT_RATE", 600),
+            tenant_max_streams=r.integer("SLUICE_TENANT_MAX_STREAMS", 1000),
             auth=AuthSettings.from_reader(r),
             common=CommonConfig.from_env(env),
         )

@@ -7,11 +7,11 @@ the server. A stream or bucket added to provisioning is one more grant on the li
 
     identity       publishes                                        reads
     edge           task.submitted/resumed/canceled/failed, work,   the event log (direct gets, its own feeds),
-                   ctl, task records, contexts, leases              task records, contexts, the work stream,
-                                                                    the catalog (watch)
+                   ctl, task records, contexts, leases, limits      task records, contexts, the work stream,
+                                                                    the catalog (watch), limits (watch)
     agent-runner   its own event types, tool calls, task records,  its work consumer, the event log (and its own
                    hand-back notes, its catalog entry and its      ordered consumers on it), ctl notices, the
-                   agents' known keys                               catalog (watch)
+                   agents' known keys, active-task frees            catalog (watch), active tasks
     tool-runner    tool.started, tool.completed, hand-back notes,  its tool consumer, the event log, records,
                    its catalog entry                                the catalog (watch)
     subscriber     nothing (JetStream read requests only)           the event log
@@ -174,6 +174,15 @@ def advertises(kind: str, *, agents: bool = False) -> Grant:
     )
 
 
+def frees_active_tasks() -> Grant:
+    """Removes tasks it ended from their tenant's unfinished tasks (`sluice.active_tasks`); no other limit's count."""
+    bucket = subjects.LIMITS_BUCKET
+    return Grant(
+        publish=(jsapi.msg_get(jsapi.kv_stream(bucket)), jsapi.kv_key(bucket, subjects.active_tasks_keys())),
+        needs=Needs(buckets=(bucket,)),
+    )
+
+
 def administers() -> Grant:
     return Grant(publish=(jsapi.API_ALL,))
 
@@ -191,6 +200,8 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         reads_work(),  # cancel and the reconciler: is a work message left for the task?
         writes_bucket(subjects.LEASES_BUCKET),  # the reconciler's lease
         watches_bucket(subjects.TASKS_BUCKET),  # the reconciler's sweep over the records
+        writes_bucket(subjects.LIMITS_BUCKET),  # the per-tenant limits' counts
+        watches_bucket(subjects.LIMITS_BUCKET),  # other edges' open streams; the reconciler's sweep of active tasks
         reads_bucket(subjects.CATALOG_BUCKET),
         watches_bucket(subjects.CATALOG_BUCKET),
         reads_log(),
@@ -202,6 +213,7 @@ IDENTITIES: dict[str, tuple[Grant, ...]] = {
         pulls(subjects.WORK_STREAM, subjects.WORK_CONSUMER),
         writes_bucket(subjects.TASKS_BUCKET),
         writes_bucket(subjects.HANDBACKS_BUCKET),
+        frees_active_tasks(),  # the tasks it ends
         advertises("agent-runner", agents=True),
         reads_bucket(subjects.CATALOG_BUCKET),
         watches_bucket(subjects.CATALOG_BUCKET),

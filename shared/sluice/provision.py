@@ -240,6 +240,7 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig, allow: All
         ttl_s=_LEASE_TTL_S,
     )  # fmt: skip
     await ensure_catalog_bucket(js, config)
+    await ensure_limits_bucket(js, config)
 
 
 # A work message lives as long as its task runs; a day of hand-back notes outlasts any sensible task.
@@ -340,3 +341,33 @@ async def ensure_catalog_bucket(js: JetStreamContext, config: CommonConfig) -> N
         if exc.err_code != STREAM_NAME_IN_USE:
             raise ProvisioningError("bucket_rejected", f"{subjects.CATALOG_BUCKET}: {exc.description}") from exc
         log.warning("catalog bucket exists with different settings; keeping it", extra={"detail": exc.description})
+
+
+async def ensure_limits_bucket(js: JetStreamContext, config: CommonConfig) -> None:
+    """The per-tenant abuse limits' counts (CONTRACT §8, `sluice.active_tasks`, the edge's `limits`): no bucket TTL
+    (a tenant's unfinished tasks stay counted as long as they run) but per-message TTLs, so a minute's creation count
+    and a dead edge's open-stream counts vanish by themselves. Read through the leader: a count must see every
+    acknowledged write."""
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.LIMITS_BUCKET,
+                description="Sluice per-tenant limits: unfinished tasks, creations per minute, open streams",
+                history=1,
+                replicas=config.replicas,
+                storage=StorageType.FILE,
+                max_bytes=256 * 1024 * 1024,
+                limit_marker_ttl=LIMITS_MARKER_TTL_S,
+                direct=False,
+            )
+        )
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == NO_SUITABLE_PEERS:
+            raise
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise ProvisioningError("bucket_rejected", f"{subjects.LIMITS_BUCKET}: {exc.description}") from exc
+        log.warning("limits bucket exists with different settings; keeping it", extra={"detail": exc.description})
+
+
+# The delete marker an expired count leaves: watchers (the edges' open-stream totals) see the count go.
+LIMITS_MARKER_TTL_S = 60.0

@@ -18,17 +18,21 @@ __all__ = [
     "EVENTS_STREAM",
     "HANDBACKS_BUCKET",
     "LEASES_BUCKET",
+    "LIMITS_BUCKET",
     "TASKS_BUCKET",
     "TOOLS_STREAM",
     "TOOL_CONSUMER",
     "WORK_CONSUMER",
     "WORK_STREAM",
+    "active_tasks_key",
+    "active_tasks_keys",
     "catalog_known_key",
     "catalog_known_keys",
     "catalog_runner_key",
     "catalog_runner_keys",
     "control",
     "control_all",
+    "creations_key",
     "event",
     "event_type_of",
     "events_all",
@@ -36,6 +40,8 @@ __all__ = [
     "events_of_type",
     "idempotency_key",
     "lifecycle_of_task",
+    "open_streams_key",
+    "open_streams_keys",
     "task_id_of",
     "tenant_index_key",
     "tenant_index_keys",
@@ -55,6 +61,7 @@ CONTEXTS_BUCKET = "sluice-contexts"  # one key per conversation: its tasks, olde
 LEASES_BUCKET = "sluice-leases"  # leases of singleton jobs (the reconciler), expiring unless renewed
 HANDBACKS_BUCKET = "sluice-handbacks"  # clean hand-backs per work/tool-call message (sluice.handbacks)
 CATALOG_BUCKET = "sluice-catalog"
+LIMITS_BUCKET = "sluice-limits"  # the per-tenant abuse limits' counts, shared by every edge replica (sluice.limits)
 WORK_CONSUMER = "agent-runners"
 TOOL_CONSUMER = "tool-runners"
 
@@ -204,3 +211,32 @@ def tenant_index_key(tenant: str, task_id: str) -> str:
 def tenant_index_keys(tenant: str) -> str:
     """A KV watch filter for every index key of one tenant: listing costs what that tenant has."""
     return f"{TENANT_INDEX_PREFIX}.{parse_tenant(tenant)}.*"
+
+
+# ---------------------------------------------------------------- the limits bucket (CONTRACT §8)
+#
+#   active.<tenant>                 the tenant's unfinished tasks (no TTL: freed when each task ends)
+#   rate.<tenant>.<minute>          creations in one minute window (per-message TTL: old windows vanish)
+#   streams.<tenant>.<edge_id>      one edge's open streams of the tenant (per-message TTL, refreshed while it lives)
+
+
+def active_tasks_key(tenant: str) -> str:
+    return f"active.{parse_tenant(tenant)}"
+
+
+def active_tasks_keys() -> str:
+    return "active.*"
+
+
+def creations_key(tenant: str, minute: int) -> str:
+    if minute < 0:
+        raise InvalidInput("invalid_window", "a rate window is a non-negative minute number")
+    return f"rate.{parse_tenant(tenant)}.{minute}"
+
+
+def open_streams_key(tenant: str, edge_id: str) -> str:
+    return f"streams.{parse_tenant(tenant)}.{_catalog_token(edge_id, 'edge_id')}"
+
+
+def open_streams_keys() -> str:
+    return "streams.>"

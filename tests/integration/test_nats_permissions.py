@@ -100,6 +100,11 @@ FORBIDDEN_PUBLISH: list[tuple[str, str]] = [
     ("agent-runner", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_runner_key("tool-runner", "forged"))),
     ("edge", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_known_key("assistant"))),
     ("subscriber", jsapi.kv_key(subjects.CATALOG_BUCKET, subjects.catalog_known_key("assistant"))),
+    # the limits' counts: the edge keeps them; a runner only frees the unfinished tasks it ended
+    ("agent-runner", jsapi.kv_key(subjects.LIMITS_BUCKET, subjects.creations_key("acme", 1))),
+    ("agent-runner", jsapi.kv_key(subjects.LIMITS_BUCKET, subjects.open_streams_key("acme", "edge-1"))),
+    ("tool-runner", jsapi.kv_key(subjects.LIMITS_BUCKET, subjects.active_tasks_key("acme"))),
+    ("subscriber", jsapi.kv_key(subjects.LIMITS_BUCKET, subjects.active_tasks_key("acme"))),
     # the admin provisions; it does not write tasks' data
     ("admin", subjects.event(T, "task.completed")),
     ("admin", subjects.work(T)),
@@ -266,6 +271,32 @@ async def test_the_catalog_works_on_the_grants_alone(authed: AuthedNats, admin: 
         for view in views:
             await view.stop()
         for bus in (edge, runner, tool):
+            await bus.close()
+
+
+async def test_the_tenant_limits_work_on_the_grants_alone(authed: AuthedNats, admin: Bus) -> None:
+    """The edge takes a place, counts a creation and lists the counted tenants; the agent-runner frees the place of
+    the task it ended; nothing is refused."""
+    from sluice.active_tasks import ActiveTasks
+    from stream_edge.limits import CreationRate
+
+    edge, runner = [await _as(authed, i) for i in ("edge", "agent-runner")]
+    tenant, task_id = f"perm-{new_task_id()}", new_task_id()
+    try:
+        taking = ActiveTasks(await edge.js.key_value(subjects.LIMITS_BUCKET))
+        assert await taking.take(tenant, task_id, 1)
+        await CreationRate(edge.js, 10).count(tenant)
+        assert tenant in await taking.tenants()
+        freeing = ActiveTasks(await runner.js.key_value(subjects.LIMITS_BUCKET))
+        record = TaskRecord(id=task_id, state="completed", agent="a", input="i", created_at="", updated_at="",
+                            tenant=tenant)  # fmt: skip
+        await freeing.release(record)
+        assert await taking.held(tenant) == {}
+        for bus in (edge, runner):
+            await bus.nc.flush()
+            assert bus.state.refused == {}, f"{bus.state.identity} was refused {bus.state.refused}"
+    finally:
+        for bus in (edge, runner):
             await bus.close()
 
 

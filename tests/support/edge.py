@@ -72,6 +72,10 @@ async def running_edge(
     port = int(sock.getsockname()[1])
     # Tests that play a runner by hand leave tasks that a reconciler would move: on only where a test asks for it.
     overrides.setdefault("reconcile_interval_s", 0)
+    # The session's NATS server outlives each test, and so do the tasks a test leaves unfinished: no tenant limits
+    # unless a test asks for them.
+    for limit in ("tenant_max_active", "tenant_rate", "tenant_max_streams"):
+        overrides.setdefault(limit, 0)
     settings = EdgeSettings(host="127.0.0.1", port=port, common=common_config, **overrides)
     app = create_app(settings, bus, hub_factory=hub_factory, tracer_provider=tracer_provider)
     config = uvicorn.Config(

@@ -28,9 +28,13 @@ START_DEADLINE_S = 90.0
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    """The test process's environment without Sluice/OTel/OpenAI settings, plus `overrides`."""
+    """The test process's environment without Sluice/OTel/OpenAI settings (the tenant limits off), plus
+    `overrides`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "OTEL_", "OPENAI_"))}
     env.update({"SLUICE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    # One NATS server serves many tests of a session, and the tasks they leave unfinished would count against the
+    # next test's tenant: the per-tenant limits are off unless a test turns them on.
+    env.update({"SLUICE_TENANT_MAX_ACTIVE": "0", "SLUICE_TENANT_RATE": "0", "SLUICE_TENANT_MAX_STREAMS": "0"})
     env.update(overrides)
     return env
 

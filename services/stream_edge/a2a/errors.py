@@ -5,7 +5,8 @@
     ├── NotFound                    TaskNotFoundError         -32001 / 404
     ├── Conflict                    UnsupportedOperationError -32004 / 400 (callers map the cases they know better,
     │                                                                     e.g. cancel → TaskNotCancelableError)
-    └── Unavailable, anything else  InternalError             -32603 / 500, `data.retryAfterSeconds` when known
+    └── Unavailable, RateLimited,   InternalError             -32603 / 500, `data.retryAfterSeconds` when known
+        anything else                                         (A2A has no error for "retry later")
 
 The Sluice error code travels in the error's `data` (`google.rpc.ErrorInfo` metadata in the SDK's typed details),
 so a client can tell `task_terminal` from `task_not_waiting`.
@@ -25,7 +26,7 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from sluice.errors import Conflict, InvalidInput, NotFound, SluiceError, Unavailable
+from sluice.errors import Conflict, InvalidInput, NotFound, RateLimited, SluiceError, Unavailable
 
 __all__ = ["a2a_error", "translated", "translated_stream"]
 
@@ -41,7 +42,7 @@ _TABLE: tuple[tuple[type[SluiceError], type[A2AError]], ...] = (
 
 def a2a_error(exc: SluiceError) -> A2AError:
     data: dict[str, Any] = {"code": exc.code}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | RateLimited):
         data["retryAfterSeconds"] = exc.retry_after_s
     for sluice_cls, a2a_cls in _TABLE:
         if isinstance(exc, sluice_cls):
