@@ -7,6 +7,7 @@ lifespan closes the NATS connection, the process exits 0.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import sys
 from types import FrameType
@@ -32,6 +33,17 @@ def _already_handled(sig: int, frame: FrameType | None) -> None:
     left to do, and the exit should be a clean 0 rather than death by signal."""
 
 
+def _raise_open_files_limit() -> None:
+    """Every open stream is a socket: the soft descriptor limit (often 1,024) goes up to the hard one, which is
+    what the operator allows (`ulimit -Hn`, a container's `nofile`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 def main() -> None:
     try:
         settings = EdgeSettings.from_env()
@@ -39,6 +51,7 @@ def main() -> None:
         sys.stderr.write(f"sluice edge: {exc.message}\n")
         sys.exit(2)
     setup_logging(SERVICE, settings.common.log_level, settings.common.log_format)
+    _raise_open_files_limit()
     try:
         app = create_app(settings)  # reads the API keys file: one it cannot use stops the edge here
     except InvalidInput as exc:
