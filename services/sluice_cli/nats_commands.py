@@ -43,7 +43,11 @@ def _provision(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sluice provision: {exc.message}\n")
         return 2
     setup_logging("provision", config.log_level, "text")
-    allow = Allow(fewer_replicas=args.allow_fewer_replicas, shorter_retention=args.allow_shorter_retention)
+    allow = Allow(
+        fewer_replicas=args.allow_fewer_replicas,
+        shorter_retention=args.allow_shorter_retention,
+        smaller_limits=args.allow_smaller_limits,
+    )
     try:
         asyncio.run(provision_as_admin(config, allow=allow, wait_s=args.wait))
     except SluiceError as exc:
@@ -70,10 +74,13 @@ def register(sub: Any) -> None:
         "provision",
         help="create or update the streams, consumers and buckets (the only command that needs stream-admin rights)",
         description="Create or update Sluice's JetStream streams, consumers and KV buckets, as configured by "
-        "SLUICE_REPLICAS, SLUICE_EVENTS_MAX_AGE, ... and connected as SLUICE_NATS_NKEY_FILE (the admin seed). "
-        "Never lowers replicas or shortens retention unless the flag says so.",
+        "SLUICE_REPLICAS, SLUICE_EVENTS_MAX_AGE, SLUICE_EVENTS_MAX_BYTES, ... and connected as SLUICE_NATS_NKEY_FILE "
+        "(the admin seed). Never lowers replicas, shortens retention or lowers a byte limit unless a flag says so.",
     )
     prov.add_argument("--allow-fewer-replicas", action="store_true", help="let an existing stream lose replicas")
     prov.add_argument("--allow-shorter-retention", action="store_true", help="let an existing stream keep less")
+    prov.add_argument(
+        "--allow-smaller-limits", action="store_true", help="let an existing stream or bucket get lower byte limits"
+    )
     prov.add_argument("--wait", type=float, default=30.0, metavar="S", help="how long to wait for JetStream (30)")
     prov.set_defaults(handler=_provision)

@@ -33,6 +33,7 @@ from sluice.admin import provision_as_admin
 from sluice.config import CommonConfig, EnvReader
 from sluice.errors import SluiceError
 from sluice.nats_auth import write_auth
+from sluice.provision import Allow
 from stream_edge.auth.settings import AuthSettings
 
 __all__ = ["main"]
@@ -202,8 +203,11 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
 def _provision_once(manager: Manager, up: UpPlan) -> None:
     """`sluice provision`'s own code path, once, as soon as NATS answers; if it refuses, everything stops."""
     env = {**up.env, **up.identity_env.get("provision", {})}
+    # The embedded server's store is this machine's own development store: its byte limits follow the configuration
+    # (a store made before Sluice had limits gets them). A NATS of yours (SLUICE_NATS_URL) is never lowered.
+    allow = Allow(smaller_limits=bool(up.nats_cmd))
     try:
-        asyncio.run(provision_as_admin(CommonConfig.from_env(env), wait_s=60.0))
+        asyncio.run(provision_as_admin(CommonConfig.from_env(env), allow=allow, wait_s=60.0))
     except SluiceError as exc:
         _announce(manager, f"provisioning failed: {exc.message}")
         manager.returncode = 1

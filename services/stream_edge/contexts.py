@@ -22,6 +22,7 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from sluice import limits, subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.errors import Conflict, NotFound, Unavailable
@@ -42,6 +43,7 @@ from stream_edge import logview
 __all__ = ["MAX_CONTEXT_TASKS", "MAX_HISTORY", "ContextIndex", "ContextView", "Conversations", "unanswered_note"]
 
 MAX_HISTORY = 200  # messages of history a task gets (the newest); the log keeps every turn
+_STORE = limits.store_named(subjects.CONTEXTS_BUCKET)
 MAX_CONTEXT_TASKS = 10_000  # tasks one context may hold: a conversation, not a queue
 _CAS_ATTEMPTS = 20
 _context_decoder = msgspec.json.Decoder(ContextRecord)
@@ -113,7 +115,7 @@ class ContextIndex:
                 record = msgspec.structs.replace(current, tasks=[*current.tasks, task_id], updated_at=now)
                 write = functools.partial(self.kv.update, key, encode(record), last=revision)
             try:
-                await patiently(f"adding task {task_id} to context {context_id}", write, self.deadline_s)
+                await patiently(f"adding task {task_id} to context {context_id}", write, self.deadline_s, store=_STORE)
                 return record
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # another task of this context got there first: read again

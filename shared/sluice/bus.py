@@ -4,7 +4,8 @@ A publish that times out (or meets no responders during a leader election or rec
 `Nats-Msg-Id`, so JetStream drops the copy if the first attempt was in fact stored. While the first attempt is still
 being replicated (a leader that has lost its quorum), JetStream answers the retry "duplicate message id is in
 process": that is retried too, until the first attempt is stored or dropped. NATS exceptions are translated
-to `Unavailable` here and nowhere else (a guarded publish whose expectation failed: `LogMovedOn`).
+to `Unavailable` here and nowhere else (a guarded publish whose expectation failed: `LogMovedOn`; a stream at its
+byte limit: `StorageFull`, at once).
 
 The connection is made as the process's own NATS identity (CONTRACT §8): an NKey seed file or a JWT creds file,
 TLS with a CA and client certificate, or a user and password in the URL, with replies on the identity's private
@@ -36,7 +37,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from sluice import jsapi
+from sluice import jsapi, limits
 from sluice.config import CommonConfig
 from sluice.errors import InvalidInput, LogMovedOn, PermissionDenied, Unavailable
 from sluice.propagation import inject
@@ -148,6 +149,9 @@ class Bus:
         except nats.js.errors.APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise LogMovedOn("log_moved_on", f"publish to {subject} refused: {exc.description}") from exc
+            too_big = limits.refused_for_size(exc, f"publish to {subject}", limits.store_of_subject(subject))
+            if too_big is not None:
+                raise too_big from exc
             raise Unavailable("nats_error", f"publish to {subject} refused: {exc.description}") from exc
         return int(ack.seq)
 

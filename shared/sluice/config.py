@@ -14,10 +14,14 @@ from dataclasses import dataclass, fields
 
 from sluice.errors import InvalidInput
 
-__all__ = ["CommonConfig", "EnvReader", "parse_duration"]
+__all__ = ["CommonConfig", "EnvReader", "parse_duration", "parse_size"]
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+# 1 KiB = 1024 bytes; `K`, `KB` and `KiB` all mean it, as in nats-server's own configuration.
+_UNIT_BYTES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "b": 1}
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 
 def parse_duration(text: str) -> float:
@@ -26,6 +30,15 @@ def parse_duration(text: str) -> float:
     if not match:
         raise InvalidInput("invalid_duration", f"{text!r} is not a duration like 7d, 24h, 30m, 90s")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """`4GiB`, `256MB`, `64k` or plain bytes → bytes (binary units)."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise InvalidInput("invalid_size", f"{text!r} is not a size like 4GiB, 256MiB, 64KiB")
+    unit = (match.group(2) or "b")[0].lower()
+    return int(float(match.group(1)) * _UNIT_BYTES[unit])
 
 
 class EnvReader:
@@ -73,6 +86,18 @@ class EnvReader:
         except InvalidInput:
             raise InvalidInput("invalid_config", f"{name}={raw!r} is not a duration like 7d, 24h, 90s") from None
 
+    def size(self, name: str, default: int, *, minimum: int = 1) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = parse_size(raw)
+        except InvalidInput:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} is not a size like 4GiB, 256MiB, 64KiB") from None
+        if value < minimum:
+            raise InvalidInput("invalid_config", f"{name}={raw!r} must be at least {minimum} bytes")
+        return value
+
     def flag(self, name: str, default: bool) -> bool:
         raw = self.env.get(name, "").strip().lower()
         if not raw:
@@ -98,6 +123,12 @@ class CommonConfig:
     # 1,000, which a few busy edges reach.
     events_max_consumers: int = 100_000
     duplicate_window_s: float = 120.0
+    # Byte limits (sluice.limits): the event log, each work queue, the task records, the conversations. When one is
+    # full, new writes are refused (503 storage_full); provisioning raises them in place, never lowers them itself.
+    events_max_bytes: int = 4 * GiB
+    queue_max_bytes: int = 256 * MiB
+    tasks_max_bytes: int = GiB
+    contexts_max_bytes: int = 256 * MiB
     # Ack wait of the work and tool consumers; runners extend it with in-progress acks while alive (a quarter of
     # it apart), so a dead runner's task or tool call is redelivered within this long: the failover time.
     ack_wait_s: float = 3.0
@@ -143,6 +174,10 @@ class CommonConfig:
             replicas=replicas,
             events_max_age_s=events_max_age_s,
             events_max_consumers=r.integer("SLUICE_EVENTS_MAX_CONSUMERS", 100_000, minimum=1),
+            events_max_bytes=r.size("SLUICE_EVENTS_MAX_BYTES", cls.events_max_bytes, minimum=MiB),
+            queue_max_bytes=r.size("SLUICE_QUEUE_MAX_BYTES", cls.queue_max_bytes, minimum=MiB),
+            tasks_max_bytes=r.size("SLUICE_TASKS_MAX_BYTES", cls.tasks_max_bytes, minimum=MiB),
+            contexts_max_bytes=r.size("SLUICE_CONTEXTS_MAX_BYTES", cls.contexts_max_bytes, minimum=MiB),
             ack_wait_s=r.duration("SLUICE_ACK_WAIT", "3s"),
             max_deliver=r.integer("SLUICE_MAX_DELIVER", 5, minimum=1),
             log_level=r.text("SLUICE_LOG_LEVEL", "INFO").upper(),

@@ -11,7 +11,8 @@
     │   └── Superseded          a later attempt owns the task: this one may write nothing more
     ├── RateLimited             a per-tenant limit is reached, retry later (429)
     ├── Unavailable             NATS or a dependency is down, retry later (503)
-    │   └── PermissionDenied    NATS refused this identity a subject: a deployment mistake, said once, not retried
+    │   ├── PermissionDenied    NATS refused this identity a subject: a deployment mistake, said once, not retried
+    │   └── StorageFull         a stream or bucket is at its byte limit (sluice.limits): said at once, not retried
     ├── ProvisioningError       a stream or bucket exists with settings we cannot reconcile
     └── ModelError              the model call failed for good (carries the task.failed code)
 
@@ -31,6 +32,7 @@ __all__ = [
     "ProvisioningError",
     "RateLimited",
     "SluiceError",
+    "StorageFull",
     "Superseded",
     "TaskEnded",
     "Unauthenticated",
@@ -101,6 +103,13 @@ class Unavailable(SluiceError):
 
 class PermissionDenied(Unavailable):
     code = "nats_permission_denied"
+
+
+class StorageFull(Unavailable):
+    code = "storage_full"
+
+    def __init__(self, code: str | None = None, message: str = "", retry_after_s: int = 30) -> None:
+        super().__init__(code, message, retry_after_s)
 
 
 class ProvisioningError(SluiceError):

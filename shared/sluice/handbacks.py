@@ -20,12 +20,14 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from sluice import limits, subjects
 from sluice.errors import Unavailable
 from sluice.records import patiently
 
 __all__ = ["HandBacks"]
 
 log = logging.getLogger(__name__)
+_STORE = limits.store_named(subjects.HANDBACKS_BUCKET)
 _CAS_ATTEMPTS = 10
 
 
@@ -64,9 +66,10 @@ class HandBacks:
         what = f"noting a hand-back of {key}"
         try:
             if revision is None:
-                await patiently(what, functools.partial(self.kv.create, key, value), self.deadline_s)
+                await patiently(what, functools.partial(self.kv.create, key, value), self.deadline_s, store=_STORE)
             else:
-                await patiently(what, functools.partial(self.kv.update, key, value, last=revision), self.deadline_s)
+                update = functools.partial(self.kv.update, key, value, last=revision)
+                await patiently(what, update, self.deadline_s, store=_STORE)
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         return True

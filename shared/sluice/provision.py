@@ -3,9 +3,10 @@
 `sluice provision` (the `admin` identity) is the only caller in a deployment; services only check what they need
 (`sluice.provisioned`). JetStream's own create is idempotent for an identical config, so several provisioners at
 once agree. A stream that exists with other settings is updated where JetStream allows it (replicas, max age,
-duplicate window, direct get, subjects); a change it forbids (retention, storage) is reported as a
-`ProvisioningError` that says what differs and how to resolve it. Provisioning never lowers a stream's replicas
-or shortens its retention by itself: it refuses, naming the change and the flag that allows it (`Allow`).
+duplicate window, direct get, subjects, byte limits); a change it forbids (retention, storage) is reported as a
+`ProvisioningError` that says what differs and how to resolve it. Provisioning never lowers a stream's replicas,
+shortens its retention or lowers a byte limit (of a stream or a bucket, see `sluice.limits`) by itself: it
+refuses, naming the change and the flag that allows it (`Allow`). The buckets are in `sluice.provision_buckets`.
 
 A service may start before JetStream can answer: a cluster whose nodes are still meeting has no meta leader (and
 without a quorum never will), requests sent then go unanswered, and until as many servers as `replicas` have joined
@@ -16,6 +17,7 @@ then fails (`Unavailable`, or `ProvisioningError` if there are still too few ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -34,11 +36,11 @@ from nats.js.api import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from sluice import subjects
+from sluice import jsapi, limits, subjects
 from sluice.config import CommonConfig
 from sluice.errors import ProvisioningError, Unavailable
 
-__all__ = ["Allow", "StreamSpec", "provision", "stream_specs"]
+__all__ = ["Allow", "StreamSpec", "bucket_configs", "provision", "stream_specs"]
 
 log = logging.getLogger(__name__)
 STREAM_NAME_IN_USE = 10058
@@ -63,6 +65,7 @@ class Allow:
 
     fewer_replicas: bool = False
     shorter_retention: bool = False
+    smaller_limits: bool = False
 
 
 def _lowered(have: StreamConfig, want: StreamConfig, allow: Allow) -> list[str]:
@@ -76,6 +79,9 @@ def _lowered(have: StreamConfig, want: StreamConfig, allow: Allow) -> list[str]:
     shorter = want_age > 0 and (have_age == 0 or want_age < have_age)
     if shorter and not allow.shorter_retention:
         refused.append(f"max age {have_age:.0f}s -> {want_age:.0f}s (pass --allow-shorter-retention to shorten it)")
+    if not allow.smaller_limits:
+        lowered = limits.lowered_limits(have, want)
+        refused += [f"{change} (pass --allow-smaller-limits to lower it)" for change in lowered]
     return refused
 
 
@@ -87,7 +93,9 @@ class StreamSpec:
 
 
 def stream_specs(config: CommonConfig) -> list[StreamSpec]:
-    def stream(name: str, description: str, subject: str, retention: RetentionPolicy) -> StreamSpec:
+    def stream(
+        name: str, description: str, subject: str, retention: RetentionPolicy, max_bytes: int, max_msg_size: int
+    ) -> StreamSpec:
         events = retention is RetentionPolicy.LIMITS
         return StreamSpec(
             StreamConfig(
@@ -98,7 +106,10 @@ def stream_specs(config: CommonConfig) -> list[StreamSpec]:
                 storage=StorageType.FILE,
                 num_replicas=config.replicas,
                 duplicate_window=config.duplicate_window_s,
-                discard=DiscardPolicy.OLD,
+                # When full, refuse the new message; never drop stored ones early (see sluice.limits).
+                discard=DiscardPolicy.NEW,
+                max_bytes=max_bytes,
+                max_msg_size=max_msg_size,
                 max_age=config.events_max_age_s if events else None,
                 max_consumers=config.events_max_consumers if events else None,
                 allow_direct=True if events else None,
@@ -111,14 +122,25 @@ def stream_specs(config: CommonConfig) -> list[StreamSpec]:
             "Sluice per-task event log, replayed by clients",
             subjects.events_all(),
             RetentionPolicy.LIMITS,
+            config.events_max_bytes,
+            limits.EVENT_MAX_BYTES,
         ),
         stream(
             subjects.WORK_STREAM,
             "Sluice work queue: run or continue a task",
             subjects.work_stream_subjects(),
             RetentionPolicy.WORK_QUEUE,
+            config.queue_max_bytes,
+            limits.WORK_MESSAGE_MAX_BYTES,
         ),
-        stream(subjects.TOOLS_STREAM, "Sluice tool calls", subjects.tool_stream_subjects(), RetentionPolicy.WORK_QUEUE),
+        stream(
+            subjects.TOOLS_STREAM,
+            "Sluice tool calls",
+            subjects.tool_stream_subjects(),
+            RetentionPolicy.WORK_QUEUE,
+            config.queue_max_bytes,
+            limits.TOOL_CALL_MAX_BYTES,
+        ),
     ]
 
 
@@ -149,11 +171,11 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, allow: Allow) -
     try:
         await js.add_stream(want)
         return
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
+    except nats.js.errors.APIError as exc:
+        if _not_yet(exc):
             raise
         if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("stream_rejected", f"{want.name}: {exc.description}") from exc
+            raise rejected("stream_rejected", want.name or "", exc) from exc
     have = (await js.stream_info(want.name or "")).config
     differs = [name for name in spec.immutable if getattr(have, name) != getattr(want, name)]
     if differs:
@@ -173,8 +195,19 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, allow: Allow) -
     except nats.js.errors.APIError as exc:
         if _not_yet(exc):
             raise
-        raise ProvisioningError("stream_update_refused", f"{want.name}: {exc.description}") from exc
+        raise rejected("stream_update_refused", want.name or "", exc) from exc
     log.info("stream settings updated", extra={"stream": want.name})
+
+
+def rejected(code: str, name: str, exc: nats.js.errors.APIError) -> ProvisioningError:
+    """JetStream's refusal of a create or update, with what to do when the byte limits do not fit the server."""
+    message = f"{name}: {exc.description}"
+    if exc.err_code == limits.INSUFFICIENT_STORAGE:
+        message += (
+            f" (the server reserves each stream's max bytes: lower the limit of {limits.store_named(name)}, or raise"
+            " the server's jetstream max_file_store)"
+        )
+    return ProvisioningError(code, message)
 
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
@@ -229,145 +262,113 @@ async def _provision_once(js: JetStreamContext, config: CommonConfig, allow: All
         await _ensure_stream(js, spec, allow)
     for stream, cfg in consumer_configs(config):
         await _ensure_consumer(js, stream, cfg)
-    await ensure_tasks_bucket(js, config)
-    await ensure_contexts_bucket(js, config)
-    await _ensure_bucket(
-        js, config, subjects.HANDBACKS_BUCKET, "Sluice clean hand-backs per message (not crashes)", history=1,
-        ttl_s=_HANDBACKS_TTL_S,
-    )  # fmt: skip
-    await _ensure_bucket(
-        js, config, subjects.LEASES_BUCKET, "Sluice leases: one holder of each singleton job", history=1,
-        ttl_s=_LEASE_TTL_S,
-    )  # fmt: skip
-    await ensure_catalog_bucket(js, config)
-    await ensure_limits_bucket(js, config)
+    await ensure_buckets(js, config, allow)
 
 
 # A work message lives as long as its task runs; a day of hand-back notes outlasts any sensible task.
 _HANDBACKS_TTL_S = 86400.0
 # A lease (e.g. the reconciler's) not renewed for this long is free for another holder.
 _LEASE_TTL_S = 15.0
-
-
-async def _ensure_bucket(
-    js: JetStreamContext,
-    config: CommonConfig,
-    name: str,
-    description: str,
-    history: int,
-    *,
-    ttl_s: float | None = None,
-) -> bool:
-    """Creates a KV bucket read through its stream leader; False when it already exists with other settings (kept:
-    another version, another replica count)."""
-    try:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=name,
-                description=description,
-                history=history,
-                replicas=config.replicas,
-                storage=StorageType.FILE,
-                ttl=ttl_s or config.events_max_age_s,
-                direct=False,
-            )
-        )
-        return True
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
-            raise
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("bucket_rejected", f"{name}: {exc.description}") from exc
-        log.warning(
-            "bucket exists with different settings; keeping it", extra={"bucket": name, "detail": exc.description}
-        )
-        return False
-
-
-async def ensure_tasks_bucket(js: JetStreamContext, config: CommonConfig) -> None:
-    """The task-record bucket, read through its stream leader.
-
-    Direct gets may be answered by any replica, and a follower that has not applied a write just acknowledged
-    answers "no such task" for a task the edge created a moment ago (a 404 right after the 201). The record decides
-    cancel and state, so its reads must see every acknowledged write: direct gets stay off, also on a bucket an
-    earlier version created with them on.
-    """
-    if not await _ensure_bucket(js, config, subjects.TASKS_BUCKET, "Sluice task records", history=5):
-        await _turn_off_direct_reads(js)
-
-
-async def ensure_contexts_bucket(js: JetStreamContext, config: CommonConfig) -> None:
-    """The context index (CONTRACT §10): one key per conversation listing its tasks, so a follow-up message finds
-    its history without scanning the task bucket. Kept as long as the events it points into; read through the
-    leader like the task records (a follow-up sent right after an answer must see the task it follows)."""
-    description = "Sluice conversations: each context's tasks, oldest first"
-    await _ensure_bucket(js, config, subjects.CONTEXTS_BUCKET, description, history=1)
-
-
-async def _turn_off_direct_reads(js: JetStreamContext) -> None:
-    name = f"KV_{subjects.TASKS_BUCKET}"
-    stream = (await js.stream_info(name)).config
-    if stream.allow_direct:
-        stream.allow_direct = False
-        try:
-            await js.update_stream(stream)
-        except nats.js.errors.APIError as exc:
-            raise ProvisioningError("bucket_update_refused", f"{name}: {exc.description}") from exc
-        log.info("task bucket now reads through its leader", extra={"stream": name})
-
-
 # How long the server keeps the marker it writes when an advertisement's TTL ends (watchers see it as a delete).
 CATALOG_MARKER_TTL_S = 60.0
-
-
-async def ensure_catalog_bucket(js: JetStreamContext, config: CommonConfig) -> None:
-    """The catalog bucket (CONTRACT §9): per-message TTLs on, and a delete marker when one ends, so a watcher is
-    told that a runner's advertisement expired (its runner died) instead of having to notice by itself."""
-    try:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.CATALOG_BUCKET,
-                description="Sluice catalog: live runners' advertisements, and every agent ever advertised",
-                history=1,
-                replicas=config.replicas,
-                storage=StorageType.FILE,
-                max_bytes=64 * 1024 * 1024,
-                limit_marker_ttl=CATALOG_MARKER_TTL_S,
-            )
-        )
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
-            raise
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("bucket_rejected", f"{subjects.CATALOG_BUCKET}: {exc.description}") from exc
-        log.warning("catalog bucket exists with different settings; keeping it", extra={"detail": exc.description})
-
-
-async def ensure_limits_bucket(js: JetStreamContext, config: CommonConfig) -> None:
-    """The per-tenant abuse limits' counts (CONTRACT §8, `sluice.active_tasks`, the edge's `limits`): no bucket TTL
-    (a tenant's unfinished tasks stay counted as long as they run) but per-message TTLs, so a minute's creation count
-    and a dead edge's open-stream counts vanish by themselves. Read through the leader: a count must see every
-    acknowledged write."""
-    try:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.LIMITS_BUCKET,
-                description="Sluice per-tenant limits: unfinished tasks, creations per minute, open streams",
-                history=1,
-                replicas=config.replicas,
-                storage=StorageType.FILE,
-                max_bytes=256 * 1024 * 1024,
-                limit_marker_ttl=LIMITS_MARKER_TTL_S,
-                direct=False,
-            )
-        )
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == NO_SUITABLE_PEERS:
-            raise
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise ProvisioningError("bucket_rejected", f"{subjects.LIMITS_BUCKET}: {exc.description}") from exc
-        log.warning("limits bucket exists with different settings; keeping it", extra={"detail": exc.description})
-
-
 # The delete marker an expired count leaves: watchers (the edges' open-stream totals) see the count go.
 LIMITS_MARKER_TTL_S = 60.0
+
+
+def bucket_configs(config: CommonConfig) -> list[KeyValueConfig]:
+    """Every KV bucket, read through its stream leader (direct gets off):
+
+    - `sluice-tasks`: the records decide cancel and state, so a read must see every acknowledged write (a direct
+      get may be answered by a follower that has not applied one yet: a 404 right after the 201).
+    - `sluice-contexts` (CONTRACT §10): one key per conversation listing its tasks, so a follow-up finds its history
+      without scanning the task bucket; read like the records (a follow-up sent right after an answer must see it).
+    - `sluice-handbacks`, `sluice-leases`: clean hand-backs per message; one holder of each singleton job.
+    - `sluice-catalog` (CONTRACT §9): per-message TTLs, and a delete marker when one ends, so a watcher is told that
+      a runner's advertisement expired (its runner died) instead of having to notice by itself.
+    - `sluice-limits`: the per-tenant abuse limits' counts (CONTRACT §8, `sluice.active_tasks`, the edge's
+      `limits`): no bucket TTL (a tenant's unfinished tasks stay counted as long as they run) but per-message TTLs,
+      so a minute's creation count and a dead edge's open-stream counts vanish by themselves; read through the
+      leader, since a count must see every acknowledged write.
+    """
+
+    def bucket(
+        name: str, description: str, max_bytes: int, max_value: int, *, history: int = 1, ttl_s: float | None = None
+    ) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=name,
+            description=description,
+            history=history,
+            replicas=config.replicas,
+            storage=StorageType.FILE,
+            ttl=ttl_s or config.events_max_age_s,
+            direct=False,
+            max_bytes=max_bytes,
+            max_value_size=max_value,
+        )
+
+    catalog = bucket(
+        subjects.CATALOG_BUCKET,
+        "Sluice catalog: live runners' advertisements, and every agent ever advertised",
+        limits.CATALOG_MAX_BYTES,
+        limits.RECORD_MAX_BYTES,
+    )
+    catalog.ttl, catalog.direct, catalog.limit_marker_ttl = None, None, CATALOG_MARKER_TTL_S
+    tenant_limits = bucket(
+        subjects.LIMITS_BUCKET,
+        "Sluice per-tenant limits: unfinished tasks, creations per minute, open streams",
+        limits.TENANT_LIMITS_MAX_BYTES,
+        limits.RECORD_MAX_BYTES,
+    )
+    tenant_limits.ttl, tenant_limits.limit_marker_ttl = None, LIMITS_MARKER_TTL_S
+    return [
+        bucket(subjects.TASKS_BUCKET, "Sluice task records", config.tasks_max_bytes, limits.RECORD_MAX_BYTES,
+               history=5),
+        bucket(subjects.CONTEXTS_BUCKET, "Sluice conversations: each context's tasks, oldest first",
+               config.contexts_max_bytes, limits.RECORD_MAX_BYTES),
+        bucket(subjects.HANDBACKS_BUCKET, "Sluice clean hand-backs per message (not crashes)",
+               limits.HANDBACKS_MAX_BYTES, limits.HANDBACK_MAX_BYTES, ttl_s=_HANDBACKS_TTL_S),
+        bucket(subjects.LEASES_BUCKET, "Sluice leases: one holder of each singleton job", limits.LEASES_MAX_BYTES,
+               limits.LEASE_MAX_BYTES, ttl_s=_LEASE_TTL_S),
+        catalog,
+        tenant_limits,
+    ]  # fmt: skip
+
+
+async def ensure_buckets(js: JetStreamContext, config: CommonConfig, allow: Allow) -> None:
+    for kv in bucket_configs(config):
+        await _ensure_bucket(js, kv, allow)
+
+
+async def _ensure_bucket(js: JetStreamContext, kv: KeyValueConfig, allow: Allow) -> None:
+    """Creates a bucket. One that exists with other settings (another version, another replica count) is kept as it
+    is, except for its byte limits (raised in place, never lowered unless allowed) and, for the task records, direct
+    gets (turned off, also on a bucket an earlier version created with them on)."""
+    try:
+        await js.create_key_value(kv)
+        return
+    except nats.js.errors.APIError as exc:
+        if _not_yet(exc):
+            raise
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise rejected("bucket_rejected", kv.bucket, exc) from exc
+    stream = jsapi.kv_stream(kv.bucket)
+    have = (await js.stream_info(stream)).config
+    want = dataclasses.replace(have, max_bytes=kv.max_bytes, max_msg_size=kv.max_value_size)
+    lowered = [] if allow.smaller_limits else limits.lowered_limits(have, want)
+    if lowered:
+        raise ProvisioningError(
+            "would_lower_durability",
+            f"bucket {kv.bucket} left unchanged: this would lower {'; '.join(lowered)} (pass --allow-smaller-limits"
+            " to lower it)",
+        )
+    if kv.direct is False:
+        want.allow_direct = False
+    if want == have:
+        return
+    try:
+        await js.update_stream(want)
+    except nats.js.errors.APIError as exc:
+        if _not_yet(exc):
+            raise
+        raise rejected("bucket_update_refused", kv.bucket, exc) from exc
+    log.info("bucket settings updated (its other settings are kept)", extra={"bucket": kv.bucket})

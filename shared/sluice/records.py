@@ -5,7 +5,9 @@ the new record and writes it conditioned on that revision, retrying when another
 
 NATS errors are translated here: a request JetStream cannot answer for the moment (a leader election of the
 bucket's stream, a reconnect) is sent again until `deadline_s`, then fails as `Unavailable`. Resending is safe: a
-write whose answer was lost is recognised on the retry (the bucket already holds exactly what we wrote).
+write whose answer was lost is recognised on the retry (the bucket already holds exactly what we wrote). A write
+refused because the bucket is at its byte limit (which JetStream also answers with 503) is not resent: it fails at
+once as `StorageFull`, naming the bucket and its setting.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from sluice import subjects
+from sluice import limits, subjects
 from sluice.clock import now_iso
 from sluice.errors import NotFound, Unavailable
 from sluice.events import TaskRecord, decode_record, encode
@@ -47,6 +49,7 @@ class TaskStore:
     def __init__(self, kv: KeyValue, *, deadline_s: float = 30.0) -> None:
         self.kv = kv
         self.deadline_s = deadline_s
+        self.store = limits.store_named(subjects.TASKS_BUCKET)
 
     async def create(self, record: TaskRecord) -> None:
         """Writes a new record, then lists it under its tenant (the index ListTasks reads)."""
@@ -158,7 +161,7 @@ class TaskStore:
         return entry.value == payload
 
     async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        return await patiently(what, request, self.deadline_s)
+        return await patiently(what, request, self.deadline_s, store=self.store)
 
 
 def _idempotency_entry(key: str, tenant: str) -> str:
@@ -168,12 +171,20 @@ def _idempotency_entry(key: str, tenant: str) -> str:
     return subjects.idempotency_key(hashlib.sha256(material.encode()).hexdigest()[:48])
 
 
-async def patiently(what: str, request: Callable[[], Awaitable[T]], deadline_s: float) -> T:
+def _not_yet(exc: BaseException) -> bool:
+    full = isinstance(exc, nats.js.errors.APIError) and getattr(exc, "err_code", None) == limits.STORE_FULL
+    return isinstance(exc, _NOT_YET) and not full
+
+
+async def patiently(
+    what: str, request: Callable[[], Awaitable[T]], deadline_s: float, *, store: str = "the bucket"
+) -> T:
     """`request()`, sent again while JetStream cannot answer yet, until `deadline_s`; NATS failures that remain
-    become `Unavailable`. Answers (not found, wrong revision) pass through for the caller to decide."""
+    become `Unavailable` (a full `store`: `StorageFull`, at once). Answers (not found, wrong revision) pass through
+    for the caller to decide."""
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(_NOT_YET),
+            retry=retry_if_exception(_not_yet),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
             stop=stop_after_delay(deadline_s),
             reraise=True,
@@ -183,5 +194,7 @@ async def patiently(what: str, request: Callable[[], Awaitable[T]], deadline_s: 
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
         raise
     except (nats.errors.Error, TimeoutError) as exc:
+        if (too_big := limits.refused_for_size(exc, what, store)) is not None:
+            raise too_big from exc
         raise Unavailable("nats_unavailable", f"{what}: {type(exc).__name__}") from exc
     raise AssertionError("unreachable: tenacity returns or raises")

@@ -13,7 +13,7 @@ from sluice import subjects
 from sluice.bus import connect
 from sluice.config import CommonConfig
 from sluice.errors import ProvisioningError
-from sluice.provision import Allow, provision
+from sluice.provision import Allow, bucket_configs, provision
 from support.nats_server import running_server
 
 
@@ -90,7 +90,10 @@ async def test_a_bucket_created_with_direct_gets_is_switched_to_leader_reads(fre
     config = CommonConfig(nats_urls=(fresh_server.url,))
     bus = await connect(config, name="t")
     try:
-        await bus.js.create_key_value(KeyValueConfig(bucket=subjects.TASKS_BUCKET, history=2, direct=True))
+        tasks = next(kv for kv in bucket_configs(config) if kv.bucket == subjects.TASKS_BUCKET)
+        earlier = KeyValueConfig(bucket=tasks.bucket, history=2, direct=True, max_bytes=tasks.max_bytes,
+                                 max_value_size=tasks.max_value_size)  # fmt: skip
+        await bus.js.create_key_value(earlier)
         await provision(bus.js, config)
         bucket = await bus.js.stream_info(f"KV_{subjects.TASKS_BUCKET}")
         assert not bucket.config.allow_direct

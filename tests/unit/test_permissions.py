@@ -8,7 +8,7 @@ import pytest
 from sluice import jsapi, subjects
 from sluice.config import CommonConfig
 from sluice.permissions import IDENTITIES, needs_of, permissions_of
-from sluice.provision import consumer_configs, stream_specs
+from sluice.provision import bucket_configs, consumer_configs, stream_specs
 
 ADMIN_ONLY = ("$JS.API.>", "$JS.API.STREAM.CREATE", "$JS.API.STREAM.UPDATE", "$JS.API.STREAM.DELETE", ">")
 
@@ -56,7 +56,7 @@ def test_every_provisioned_stream_consumer_and_bucket_is_some_identitys_need() -
     needed_buckets = {b for i in IDENTITIES for b in needs_of(i).buckets}
     assert {spec.config.name for spec in stream_specs(config)} <= needed_streams
     assert {(stream, cfg.durable_name) for stream, cfg in consumer_configs(config)} <= needed_consumers
-    assert {subjects.TASKS_BUCKET, subjects.CONTEXTS_BUCKET} <= needed_buckets
+    assert {kv.bucket for kv in bucket_configs(config)} <= needed_buckets
 
 
 def test_each_identity_may_ask_about_everything_it_checks_at_start() -> None:
