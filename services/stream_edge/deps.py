@@ -12,7 +12,7 @@ from sluice.ids import parse_task_id
 from stream_edge.errors import UnsupportedMediaType
 from stream_edge.runtime import EdgeRuntime
 
-__all__ = ["is_json_media_type", "json_body", "only_query", "runtime", "task_id_param"]
+__all__ = ["edge_of", "is_json_media_type", "json_body", "only_query", "runtime", "task_id_param"]
 
 
 def runtime(request: Request) -> EdgeRuntime:
@@ -20,6 +20,13 @@ def runtime(request: Request) -> EdgeRuntime:
     if edge is None:
         raise Unavailable("starting", "the edge is starting or stopping")
     return edge
+
+
+async def edge_of(request: Request) -> EdgeRuntime:
+    """`runtime` as a route dependency. FastAPI runs a plain `def` dependency in its thread pool — two thread
+    hand-offs per dependency per request, most of a small request's latency on a busy machine — so every
+    dependency of the edge is `async def`."""
+    return runtime(request)
 
 
 def is_json_media_type(content_type: str | None) -> bool:

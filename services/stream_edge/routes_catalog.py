@@ -11,14 +11,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse
 
-from stream_edge.deps import only_query, runtime
+from stream_edge.deps import edge_of, only_query
 from stream_edge.openapi import error_responses
 from stream_edge.runtime import EdgeRuntime
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
-Edge = Annotated[EdgeRuntime, Depends(runtime)]
+Edge = Annotated[EdgeRuntime, Depends(edge_of)]
 
 _AGENTS_EXAMPLE: dict[str, Any] = {
     "agents": [

@@ -11,7 +11,7 @@ from sluice.events import encode
 from sluice.ids import CONTEXT_ID_PATTERN, parse_context_id
 from stream_edge.auth.deps import CallerDep
 from stream_edge.contexts import ContextView
-from stream_edge.deps import only_query, runtime
+from stream_edge.deps import edge_of, only_query
 from stream_edge.negotiation import JSON
 from stream_edge.openapi import error_responses
 from stream_edge.runtime import EdgeRuntime
@@ -44,7 +44,7 @@ ContextIdPath = Annotated[
     },
 )
 async def get_context(
-    context_id: ContextIdPath, edge: Annotated[EdgeRuntime, Depends(runtime)], caller: CallerDep
+    context_id: ContextIdPath, edge: Annotated[EdgeRuntime, Depends(edge_of)], caller: CallerDep
 ) -> Response:
     """Another tenant's context is `404 context_not_found`, as one that does not exist."""
     conversations = edge.tasks.conversations

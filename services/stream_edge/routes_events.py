@@ -34,7 +34,7 @@ from sluice.telemetry import exporting
 from sluice.tracing import link_current_span
 from stream_edge import logview
 from stream_edge.auth.deps import caller_of_connection, not_found, owned_task, owns
-from stream_edge.deps import only_query, runtime
+from stream_edge.deps import edge_of, only_query
 from stream_edge.errors import NotAcceptable
 from stream_edge.openapi import error_responses, stream_response
 from stream_edge.routes_tasks import TaskIdPath
@@ -122,7 +122,7 @@ async def _link_to_task_trace(edge: EdgeRuntime, task_id: str) -> None:
 async def task_events(
     task_id: TaskIdPath,
     request: Request,
-    edge: Annotated[EdgeRuntime, Depends(runtime)],
+    edge: Annotated[EdgeRuntime, Depends(edge_of)],
     fmt: Annotated[
         Literal["sse", "ndjson"] | None,
         Query(alias="format", description="Overrides `Accept`: `sse` or `ndjson`."),

@@ -14,7 +14,7 @@ from sluice.events import TaskRecord, encode
 from sluice.ids import TASK_ID_PATTERN, parse_task_id
 from stream_edge.api_models import CancelBody, InputBody, TaskCreateBody
 from stream_edge.auth.deps import CallerDep, owned_task
-from stream_edge.deps import json_body, only_query, runtime
+from stream_edge.deps import edge_of, json_body, only_query
 from stream_edge.errors import NotAcceptable
 from stream_edge.negotiation import JSON
 from stream_edge.openapi import error_responses, record_response, stream_response
@@ -35,7 +35,7 @@ TaskIdPath = Annotated[
         examples=["01JD3S5Q8V0C7W6X9Y2Z3A4B5C"],
     ),
 ]
-Edge = Annotated[EdgeRuntime, Depends(runtime)]
+Edge = Annotated[EdgeRuntime, Depends(edge_of)]
 
 
 def record_json(record: TaskRecord, status: int = 200, headers: dict[str, str] | None = None) -> Response:

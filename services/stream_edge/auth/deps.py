@@ -29,8 +29,8 @@ def caller_of_connection(connection: HTTPConnection) -> Caller:
     return caller
 
 
-def caller_of(request: Request) -> Caller:
-    return caller_of_connection(request)
+async def caller_of(request: Request) -> Caller:
+    return caller_of_connection(request)  # async: a plain `def` dependency would run in FastAPI's thread pool
 
 
 CallerDep = Annotated[Caller, Depends(caller_of)]

@@ -22,7 +22,7 @@ from sluice.events import TaskRecord, TaskSubmittedData
 from sluice.ids import TASK_ID_PATTERN, is_task_id, parse_context_id
 from stream_edge.auth.deps import CallerDep
 from stream_edge.commands import validate_submission
-from stream_edge.deps import json_body, only_query, runtime
+from stream_edge.deps import edge_of, json_body, only_query
 from stream_edge.openapi import error_responses
 from stream_edge.protocols import ag_ui
 from stream_edge.protocols.facts import AG_UI_METADATA, TaskFacts
@@ -33,7 +33,7 @@ from stream_edge.runtime import EdgeRuntime
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
-Edge = Annotated[EdgeRuntime, Depends(runtime)]
+Edge = Annotated[EdgeRuntime, Depends(edge_of)]
 
 MAX_MESSAGES = 1000
 

@@ -24,7 +24,7 @@ from sluice.events import TaskSubmittedData
 from sluice.ids import CONTEXT_ID_PATTERN, parse_context_id
 from stream_edge.auth.deps import CallerDep
 from stream_edge.commands import AGENT_PATTERN
-from stream_edge.deps import json_body, only_query, runtime
+from stream_edge.deps import edge_of, json_body, only_query
 from stream_edge.openapi import error_responses
 from stream_edge.protocols import ai_sdk
 from stream_edge.protocols.stream import open_stream
@@ -34,7 +34,7 @@ from stream_edge.runtime import EdgeRuntime
 __all__ = ["ChatBody", "router"]
 
 router = APIRouter(prefix="/v1/chat", tags=["ai-sdk"])
-Edge = Annotated[EdgeRuntime, Depends(runtime)]
+Edge = Annotated[EdgeRuntime, Depends(edge_of)]
 
 MAX_MESSAGES = 1000
 MAX_PARTS = 100
