@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "idle": "bench.idle_streams",
     "first-token": "bench.first_token",
     "durability": "bench.durability",
+    "auth": "bench.auth_cost",
 }
 
 

@@ -24,7 +24,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +107,10 @@ async def fill(bus: Bus, task_id: str, count: int, first_n: int = 0) -> int:
 # ---------------------------------------------------------------------- processes
 
 
-async def loadgen(*args: str, module: str = "bench.loadgen") -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+async def loadgen(
+    *args: str, module: str = "bench.loadgen", env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
@@ -156,6 +158,21 @@ class CpuMeter:
 # ---------------------------------------------------------------------- 1 + 2: fan-out and capacity
 
 
+@dataclass(frozen=True)
+class StreamTarget:
+    """What the load generator's clients open: `path` ({task} filled in) of each task, with an `Authorization`
+    header if one is given. `new_tasks(n)` makes the tasks of one run (the production edge streams only real tasks,
+    and a fresh client replays a task from its start, so each run needs its own); None: fresh ids, which the
+    engine edges stream as they are."""
+
+    path: str = "/t/{task}"
+    authorization: str | None = None
+    new_tasks: Callable[[int], Awaitable[list[str]]] | None = None
+
+
+ENGINE = StreamTarget()
+
+
 @dataclass
 class FanoutResult:
     rate: float
@@ -180,14 +197,26 @@ class FanoutResult:
 
 
 async def fanout(
-    bus: Bus, edge: Proc | None, nats: Proc, tasks_n: int, clients: int, rate: float, duration_s: float
+    bus: Bus,
+    edge: Proc | None,
+    nats: Proc,
+    tasks_n: int,
+    clients: int,
+    rate: float,
+    duration_s: float,
+    target: StreamTarget = ENGINE,
 ) -> FanoutResult:
     """`edge` None: the NATS-only ceiling (bench/nats_sink.py: the same consumers, no HTTP; its CPU is `edge`)."""
-    tasks = [new_task_id() for _ in range(tasks_n)]
+    if target.new_tasks is not None:
+        tasks = await target.new_tasks(tasks_n)
+    else:
+        tasks = [new_task_id() for _ in range(tasks_n)]
     if edge is None:
         gen = await loadgen(nats.url, ",".join(tasks), module="bench.nats_sink")
     else:
-        gen = await loadgen("fanout", edge.url, ",".join(tasks), str(clients))
+        # The credential goes through the environment, not the command line (which `ps` shows).
+        env = {"BENCH_AUTHORIZATION": target.authorization} if target.authorization else None
+        gen = await loadgen("fanout", edge.url, ",".join(tasks), str(clients), target.path, env=env)
     try:
         await expect(gen, "READY")
         await asyncio.sleep(1.0)  # the streams have their headers; let them reach the live feed / consumer

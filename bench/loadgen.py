@@ -1,8 +1,11 @@
 """The load generator: a separate process of raw asyncio sockets, the same for both edges.
 
-    python -m bench.loadgen fanout URL TASKS C     C SSE clients per task (TASKS comma-separated); prints READY
-                                                   when all are streaming; on `STOP {"task": last_n, ...}` on stdin
-                                                   waits for the tails and prints a JSON report
+    python -m bench.loadgen fanout URL TASKS C [PATH]
+                                                   C SSE clients per task (TASKS comma-separated) on PATH (default
+                                                   `/t/{task}`), with the header `Authorization: $BENCH_AUTHORIZATION`
+                                                   if that is set; prints READY when all are streaming; on
+                                                   `STOP {"task": last_n, ...}` on stdin waits for the tails and
+                                                   prints a JSON report
     python -m bench.loadgen idle URL N PREFIX [K]  N idle SSE clients of tasks PREFIX0..N-1 (or of K tasks,
                                                    round robin); READY, then STOP
     python -m bench.loadgen idle-file URL FILE         idle SSE clients of the paths in FILE (one per line); READY,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import resource
 import sys
@@ -41,8 +45,9 @@ def _last_boundary(buf: bytes) -> int:
 
 
 class Client(asyncio.Protocol, Tally):
-    def __init__(self, host: str, path: str, measure: bool) -> None:
-        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    def __init__(self, host: str, path: str, measure: bool, authorization: str | None = None) -> None:
+        auth = f"Authorization: {authorization}\r\n" if authorization else ""
+        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n{auth}\r\n".encode()
         self.measure = measure
         self.buf = b""
         self.started = asyncio.get_running_loop().create_future()
@@ -88,10 +93,10 @@ class Client(asyncio.Protocol, Tally):
             self.closed.set_result(None)
 
 
-async def _connect(url: str, path: str, measure: bool) -> Client:
+async def _connect(url: str, path: str, measure: bool, authorization: str | None = None) -> Client:
     host, port = url.removeprefix("http://").split(":")
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(lambda: Client(host, path, measure), host, int(port))
+    _, client = await loop.create_connection(lambda: Client(host, path, measure, authorization), host, int(port))
     return client
 
 
@@ -99,11 +104,12 @@ async def _stdin_line() -> str:
     return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
-async def fanout(url: str, tasks: list[str], per_task: int) -> None:
+async def fanout(url: str, tasks: list[str], per_task: int, path: str = "/t/{task}") -> None:
     clients: dict[str, list[Client]] = {t: [] for t in tasks}
+    authorization = os.environ.get("BENCH_AUTHORIZATION")
     for task in tasks:
         for _ in range(per_task):
-            clients[task].append(await _connect(url, f"/t/{task}", True))
+            clients[task].append(await _connect(url, path.format(task=task), True, authorization))
     await asyncio.gather(*(c.started for cs in clients.values() for c in cs))
     print("READY", flush=True)
     stop = json.loads((await _stdin_line()).split(" ", 1)[1])
@@ -202,7 +208,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     mode, url, *rest = sys.argv[1:]
     if mode == "fanout":
-        asyncio.run(fanout(url, rest[0].split(","), int(rest[1])))
+        asyncio.run(fanout(url, rest[0].split(","), int(rest[1]), *rest[2:3]))
     elif mode == "idle":
         asyncio.run(idle(url, int(rest[0]), rest[1], int(rest[2]) if len(rest) > 2 else int(rest[0])))
     elif mode == "idle-file":

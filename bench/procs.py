@@ -101,9 +101,10 @@ def nats_server(config: str | None = None) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
-def start_edge(kind: str, nats_url: str, *extra: str) -> Iterator[Proc]:
+def start_edge(kind: str, nats_url: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
     """`kind`: "sluice" (bench/sluice_edge.py), "baseline" (bench/baseline_edge.py), "floor"
-    (bench/floor_edge.py), each under uvicorn, or "edge" (bench/real_edge.py: the production app and server)."""
+    (bench/floor_edge.py), each under uvicorn, or "edge" (bench/real_edge.py: the production app and server).
+    `env`: settings for this edge on top of this process's environment."""
     port = free_port()
     module = {
         "sluice": "bench.sluice_edge",
@@ -111,9 +112,10 @@ def start_edge(kind: str, nats_url: str, *extra: str) -> Iterator[Proc]:
         "floor": "bench.floor_edge",
         "edge": "bench.real_edge",
     }[kind]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    full = {**os.environ, **(env or {})}
+    full["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     popen = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", str(port), "--nats", nats_url, *extra], env=env, cwd=ROOT
+        [sys.executable, "-m", module, "--port", str(port), "--nats", nats_url, *extra], env=full, cwd=ROOT
     )
     proc = Proc(popen, f"http://127.0.0.1:{port}")
     try:
