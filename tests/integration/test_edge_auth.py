@@ -37,6 +37,8 @@ from support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
+UNKNOWN = "01JD3S5Q8V0C7W6X9Y2Z3A4B5C"
+
 
 @dataclass
 class Secured:
@@ -379,6 +381,38 @@ async def test_a2a_tenant_paths_are_aliases_for_the_callers_own_tenant_and_403_f
                 break
     # Without credentials a tenant path is 401 like any other.
     assert (await client.get("/a2a/rest/alpha/tasks")).status_code == 401
+
+
+async def test_bad_credentials_are_401_on_every_kind_of_route_never_a_500(secured: Secured) -> None:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "tenant": "acme", "exp": now + 60}
+    tokens = {
+        "10 KB": "x" * 10_240,
+        "alg none": jwt.encode(claims, None, algorithm="none"),
+        "alg none, known kid": jwt.encode(claims, None, algorithm="none", headers={"kid": secured.signing.kid}),
+        "wrong audience": secured.signing.token(aud="someone-else"),
+        "wrong issuer": secured.signing.token(iss="https://evil.example/"),
+    }
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}
+    before = await submissions(secured)
+    for case, token in tokens.items():
+        headers = {**bearer(token), "A2A-Version": "1.0"}
+        client = secured.edge.client
+        answers = {
+            "create": await client.post("/v1/tasks", json={"input": "hi"}, headers=headers),
+            "events": await client.get(f"/v1/tasks/{UNKNOWN}/events", headers=headers),
+            "A2A JSON-RPC": await client.post("/a2a", json=rpc, headers=headers),
+            "A2A HTTP+JSON": await client.get("/a2a/rest/tasks", headers=headers),
+            "A2A tenant path": await client.get("/a2a/rest/acme/tasks", headers=headers),
+            "AG-UI": await client.get(f"/v1/ag-ui/runs/{uuid.uuid4()}/events", headers=headers),
+        }
+        for route, response in answers.items():
+            assert response.status_code == 401, (case, route, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer"), (case, route)
+    assert await submissions(secured) == before
+    # Far past any credential: the HTTP server refuses the header itself, still no 500.
+    huge = await secured.edge.client.get("/v1/tasks", headers=bearer("y" * 70_000))
+    assert 400 <= huge.status_code < 500, huge.status_code
 
 
 async def test_http_client_errors_never_500(secured: Secured) -> None:
