@@ -219,6 +219,8 @@ class _Attempt:
             await self._not_yet(delivered, record is None)
             return
         if record.terminal:
+            if record.output_truncated:  # the event carries the whole answer: read it from the log
+                self.tlog = TaskLog.rebuild(task_id, (entry.decode() for entry in entries))
             await self._finish(record)
             return
         if crashes >= ctx.settings.common.max_deliver:  # SIGTERM hand-backs, drains and NATS outages never count
@@ -380,7 +382,7 @@ class _Attempt:
         match outcome:
             case Completed(output=output, usage=usage):
                 change = _to_terminal("completed", self.attempt, output=output, usage=usage)
-                await self._finish(None, change=change)
+                await self._finish(None, change=change, output=output)
             case Failed(code=code, message=message, usage=usage):
                 log.warning("task failed: %s: %s", code, message)
                 error = ErrorInfo(code=code, message=message)
@@ -406,15 +408,24 @@ class _Attempt:
                 await hand_back(self.ctx.handbacks, self.msg)
 
     async def _finish(
-        self, record: TaskRecord | None, *, change: Callable[[TaskRecord], TaskRecord | None] | None = None
+        self,
+        record: TaskRecord | None,
+        *,
+        change: Callable[[TaskRecord], TaskRecord | None] | None = None,
+        output: str | None = None,
     ) -> None:
-        """Terminal: CAS the record (unless it is terminal already), publish the event it implies, note its id."""
+        """Terminal: CAS the record (unless it is terminal already), publish the event it implies, note its id.
+
+        `task.completed` carries the whole answer: `output` (this attempt's), else the record's, which is only its
+        start when the record says `output_truncated` — then the last stage's output in the log."""
         ctx = self.ctx
         if change is not None:
             _, record = await ctx.store.update(self.task_id, change)
         assert record is not None and record.terminal
         sink = self.sink or self._sink()
-        cls, data = _implied_terminal(record, self.holding.reason)
+        if output is None and record.output_truncated and self.tlog is not None and self.tlog.stage_outputs:
+            output = self.tlog.stage_outputs[max(self.tlog.stage_outputs)]
+        cls, data = _implied_terminal(record, self.holding.reason, output)
         event_id = await _end(sink, cls, data)
         await ctx.store.update(self.task_id, _with_last_event_id(event_id))
         await self._release(record)
@@ -529,9 +540,10 @@ def _to_terminal(state: str, attempt: int | None, **fields: Any) -> Callable[[Ta
     return change
 
 
-def _implied_terminal(record: TaskRecord, reason: str) -> tuple[type[Event], Any]:
+def _implied_terminal(record: TaskRecord, reason: str, output: str | None = None) -> tuple[type[Event], Any]:
     if record.state == "completed":
-        return TaskCompleted, TaskCompletedData(output=record.output or "", usage=record.usage)
+        whole = output if output is not None else record.output or ""
+        return TaskCompleted, TaskCompletedData(output=whole, usage=record.usage)
     if record.state == "failed":
         error = record.error or ErrorInfo(code="failed", message="the task failed")
         return TaskFailed, TaskFailedData(error=error, usage=record.usage)

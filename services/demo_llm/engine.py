@@ -24,7 +24,7 @@ from demo_llm.faults import (
     parse_faults,
 )
 from demo_llm.request_log import RequestLog
-from demo_llm.script import Reply, decide_reply, first_user_text, last_user_text, prompt_tokens
+from demo_llm.script import Reply, decide_reply, first_user_text, last_user_text, lengthened, prompt_tokens
 from demo_llm.settings import DemoLLMSettings
 from demo_llm.wire import ChatRequest
 
@@ -109,6 +109,8 @@ class DemoModel:
             raise self._injected_error(faults.status)
 
         reply = decide_reply(request.messages, request.tool_names, parallel=request.parallel_tool_calls is not False)
+        if faults.long_chars is not None:
+            reply = lengthened(reply, faults.long_chars)
         answer = self._answer(request, reply, bad_args=faults.bad_args)
         cut = faults.cut if faults.cut and self._fires(key, faults.cut.marker, once=faults.cut.once) else None
         fired = _fired(faults, cut_marker=cut.marker if cut else None, has_calls=bool(reply.tool_calls))
@@ -180,4 +182,6 @@ def _fired(faults: FaultPlan, *, cut_marker: str | None, has_calls: bool) -> lis
         fired += [m for m in faults.markers if m.startswith(prefix)][:1]
     if faults.bad_args and has_calls:
         fired.append("bad-args")
+    if faults.long_chars is not None and not has_calls:
+        fired += [m for m in faults.markers if m.startswith("long:")][:1]
     return fired

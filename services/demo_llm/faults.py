@@ -29,6 +29,9 @@ Markers:
     ``MS`` milliseconds between chunks (at most 60000); overrides ``X-Demo-Delay-Ms`` and the configured rate.
 ``[fault:bad-args]``
     tool calls carry malformed JSON arguments (the closing brace is missing); no effect on text replies.
+``[fault:long:N]``
+    a text reply is lengthened to at least ``N`` characters (at most 4,000,000) with filler sentences, for
+    answers larger than a limit; no effect on tool calls.
 
 "A conversation" is identified by the ``X-Demo-Fault-Key`` header when present, otherwise by a hash of the
 conversation's first user message; the once-state lives in memory (:class:`OnceLedger`) for the life of the
@@ -58,13 +61,15 @@ __all__ = [
 
 MAX_STALL_S = 300.0
 MAX_SLOW_MS = 60_000.0
+MAX_LONG_CHARS = 4_000_000.0
 
 _MARKER = re.compile(r"\[fault:\s*([^\]]*?)\s*\]", re.IGNORECASE)
 _STATUS = re.compile(r"(\d{3})(?:-(once|always))?")
 _CUT = re.compile(r"cut(-once)?:(\d+)")
 _STALL = re.compile(r"stall:(\d+(?:\.\d+)?)")
 _SLOW = re.compile(r"slow:(\d+(?:\.\d+)?)")
-_KNOWN = "NNN, NNN-once, NNN-always, cut:N, cut-once:N, stall:S, slow:MS, bad-args"
+_LONG = re.compile(r"long:(\d+)")
+_KNOWN = "NNN, NNN-once, NNN-always, cut:N, cut-once:N, stall:S, slow:MS, bad-args, long:N"
 
 
 class FaultSyntaxError(InvalidInput):
@@ -100,6 +105,7 @@ class FaultPlan:
     stall_s: float = 0.0
     slow_ms: float | None = None
     bad_args: bool = False
+    long_chars: int | None = None
     markers: tuple[str, ...] = field(default=())
 
 
@@ -141,6 +147,9 @@ def _add(plan: FaultPlan, spec: str) -> FaultPlan:
         return plan if plan.slow_ms is not None else replace(plan, slow_ms=slow_ms)
     if spec == "bad-args":
         return replace(plan, bad_args=True)
+    if m := _LONG.fullmatch(spec):
+        long_chars = int(_bounded(float(m.group(1)), MAX_LONG_CHARS, spec))
+        return plan if plan.long_chars is not None else replace(plan, long_chars=long_chars)
     raise FaultSyntaxError(message=f"unknown fault marker [fault:{spec}]; known: {_KNOWN}")
 
 

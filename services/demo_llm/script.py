@@ -29,6 +29,7 @@ __all__ = [
     "decide_reply",
     "first_user_text",
     "last_user_text",
+    "lengthened",
     "prompt_tokens",
     "role_hint",
 ]
@@ -78,6 +79,18 @@ def decide_reply(messages: Sequence[ChatMessage], tool_names: Collection[str], *
         if calls:
             return Reply(text=None, tool_calls=calls if parallel else calls[:1])
     return Reply(text=_introduce_and_restate(messages))
+
+
+_FILLER = "This sentence only makes the demo answer longer, as [fault:long:N] asked. "
+
+
+def lengthened(reply: Reply, chars: int) -> Reply:
+    """A text reply grown to at least ``chars`` characters with filler sentences; tool calls stay as they are."""
+    if reply.text is None or len(reply.text) >= chars:
+        return reply
+    missing = chars - len(reply.text) - 1
+    filler = (_FILLER * (missing // len(_FILLER) + 1))[:missing]
+    return Reply(text=f"{reply.text} {filler}", tool_calls=reply.tool_calls)
 
 
 def last_user_text(messages: Sequence[ChatMessage]) -> str:

@@ -443,6 +443,12 @@ def _record_table(record: TaskRecord) -> Table:
         ("agent", record.agent),
         ("input", record.input),
         ("output", record.output or ""),
+        (
+            "",
+            Text(f"(only its start: the whole output is in the log, sluice tail {record.id})", style="dim")
+            if record.output_truncated
+            else "",
+        ),
         ("error", f"{record.error.code}: {record.error.message}" if record.error else ""),
         ("usage", f"{record.usage.input_tokens} in / {record.usage.output_tokens} out · ${record.usage.cost_usd:g}"),
         ("created", record.created_at),

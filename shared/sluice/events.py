@@ -219,6 +219,9 @@ class TaskRecord(Struct, kw_only=True):
     error: ErrorInfo | None = None
     usage: Usage = field(default_factory=Usage)
     last_event_id: str | None = None
+    # True when `output` is only the first RECORD_OUTPUT_MAX_BYTES of the answer (sluice.limits): the whole of it is
+    # in the log's `task.completed`. Set by the task store, the one writer of records.
+    output_truncated: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     context_id: str | None = None
     # The task's trace (W3C trace id, 32 hex): what an operator pastes into Jaeger. Every event carries it too.

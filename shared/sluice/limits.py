@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | `SLUICE_EVENTS` | `SLUICE_EVENTS_MAX_BYTES`, 4 GiB | 1 MiB |
 | `SLUICE_WORK`, `SLUICE_TOOLS` | `SLUICE_QUEUE_MAX_BYTES`, 256 MiB each | 64 KiB, 1 MiB |
-| `sluice-tasks` | `SLUICE_TASKS_MAX_BYTES`, 1 GiB | 1 MiB |
+| `sluice-tasks` | `SLUICE_TASKS_MAX_BYTES`, 1 GiB | 1 MiB; a record keeps at most 64 KiB of output |
 | `sluice-contexts` | `SLUICE_CONTEXTS_MAX_BYTES`, 256 MiB | 1 MiB |
 | `sluice-catalog`, `sluice-handbacks` | 64 MiB each | 1 MiB, 64 KiB |
 | `sluice-limits` (per-tenant counts) | 256 MiB | 1 MiB |
@@ -39,6 +39,7 @@ __all__ = [
     "LEASES_MAX_BYTES",
     "LEASE_MAX_BYTES",
     "RECORD_MAX_BYTES",
+    "RECORD_OUTPUT_MAX_BYTES",
     "STORE_FULL",
     "TENANT_LIMITS_MAX_BYTES",
     "TOOL_CALL_MAX_BYTES",
@@ -57,6 +58,10 @@ EVENT_MAX_BYTES = MiB
 WORK_MESSAGE_MAX_BYTES = 64 * KiB  # a task id and a reason, plus trace headers
 TOOL_CALL_MAX_BYTES = MiB  # the model's arguments
 RECORD_MAX_BYTES = MiB
+# What a task record keeps of its output (UTF-8 bytes): the rest is cut, `output_truncated` says so, and the whole
+# output stays in the log (`task.completed`). With the input (≤ the edge's body limit) a record stays well under
+# RECORD_MAX_BYTES, so no answer, however long, can make its record's writes fail.
+RECORD_OUTPUT_MAX_BYTES = 64 * KiB
 HANDBACK_MAX_BYTES = 64 * KiB
 LEASE_MAX_BYTES = 4 * KiB
 

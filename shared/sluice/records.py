@@ -8,6 +8,9 @@ bucket's stream, a reconnect) is sent again until `deadline_s`, then fails as `U
 write whose answer was lost is recognised on the retry (the bucket already holds exactly what we wrote). A write
 refused because the bucket is at its byte limit (which JetStream also answers with 503) is not resent: it fails at
 once as `StorageFull`, naming the bucket and its setting.
+
+Every record written keeps at most `RECORD_OUTPUT_MAX_BYTES` of its task's output (`output_truncated` then says so;
+the whole output is in the log), so a long answer can never make a record too large to write.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class TaskStore:
         """Writes a new record, then lists it under its tenant (the index ListTasks reads)."""
         if record.stream_token is not None:  # a bearer credential: never stored
             record = msgspec.structs.replace(record, stream_token=None)
-        key, payload = parse_task_id(record.id), encode(record)
+        key, payload = parse_task_id(record.id), encode(_capped(record))
         try:
             await self._patiently(f"creating task {key}", lambda: self.kv.create(key, payload))
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -120,6 +123,7 @@ class TaskStore:
             after = change(before)
             if after is None:
                 return before, before
+            after = _capped(after)
             after.updated_at = now_iso()
             payload = encode(after)
             try:
@@ -162,6 +166,15 @@ class TaskStore:
 
     async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         return await patiently(what, request, self.deadline_s, store=self.store)
+
+
+def _capped(record: TaskRecord) -> TaskRecord:
+    """The record with at most RECORD_OUTPUT_MAX_BYTES of output, cut at a character boundary."""
+    raw = (record.output or "").encode()
+    if len(raw) <= limits.RECORD_OUTPUT_MAX_BYTES:
+        return record
+    kept = raw[: limits.RECORD_OUTPUT_MAX_BYTES].decode("utf-8", errors="ignore")
+    return msgspec.structs.replace(record, output=kept, output_truncated=True)
 
 
 def _idempotency_entry(key: str, tenant: str) -> str:

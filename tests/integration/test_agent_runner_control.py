@@ -10,8 +10,19 @@ from datetime import datetime
 import nats.js.errors
 import pytest
 
-from sluice import subjects
-from sluice.events import Budget, BudgetExceeded, Event, LlmCompleted, TaskCanceled, TaskCompleted, TaskStarted
+from sluice import limits, msgids, subjects
+from sluice.eventlog import EventWriter
+from sluice.events import (
+    AgentCompleted,
+    AgentCompletedData,
+    Budget,
+    BudgetExceeded,
+    Event,
+    LlmCompleted,
+    TaskCanceled,
+    TaskCompleted,
+    TaskStarted,
+)
 from sluice.records import TaskStore
 from support.catalog import static_tools as tool_descriptors
 from support.runners import (
@@ -151,6 +162,24 @@ async def test_a_canceled_record_without_its_event_gets_the_event_from_the_runne
     events = await wait_for_end(stack.bus, task)
     assert types_of(events) == ["task.submitted", "task.canceled"]
     await eventually(lambda: _last_event_id_is(stack, task, events[-1].id), what="last_event_id")
+
+
+async def test_a_cut_completed_record_without_its_event_gets_the_whole_answer_from_the_log(stack: RunnerStack) -> None:
+    """A runner that died between recording the end and publishing it: the record keeps only the answer's start,
+    so the next runner takes the whole answer for `task.completed` from the log (the last stage's output)."""
+    task = await submit(stack.bus, "tell me a long story", work=False)
+    answer = "a long answer. " * (limits.RECORD_OUTPUT_MAX_BYTES // 10)
+    data = AgentCompletedData(agent="assistant", stage=1, stages=1, output=answer)
+    await EventWriter(stack.bus, "agent-runner").emit(
+        AgentCompleted, task, data, msg_id=msgids.agent_completed(task, 1)
+    )
+    store = await _store(stack)
+    _, record = await store.update(task, lambda r: replace_record(r, state="completed", output=answer))
+    assert record.output_truncated
+    await publish_work(stack.bus, task)
+    events = await wait_for_end(stack.bus, task)
+    assert types_of(events) == ["task.submitted", "agent.completed", "task.completed"]
+    assert isinstance(events[-1], TaskCompleted) and events[-1].data.output == answer
 
 
 async def test_work_for_a_finished_task_is_dropped(stack: RunnerStack) -> None:

@@ -289,6 +289,16 @@ async def test_bad_args_fault_streams_malformed_json_arguments(client: openai.As
         json.loads(calls[0]["arguments"])
 
 
+async def test_long_marker_streams_an_answer_of_that_many_characters(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="sluice-demo", messages=user(f"Tell me a story [fault:long:100000] {tag()}"), stream=True
+    )
+    chunks = await collect(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text) == 100_000 and text.startswith("I am the Sluice demo model"), text[:200]
+    assert finish_reasons(chunks) == ["stop"]
+
+
 async def test_stall_pauses_after_the_first_chunk_then_continues(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model="sluice-demo", messages=user(f"[fault:stall:0.3] {tag()}"), stream=True

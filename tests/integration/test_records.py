@@ -11,7 +11,7 @@ import nats.js.errors
 import pytest
 from nats.js.kv import KeyValue
 
-from sluice import subjects
+from sluice import limits, subjects
 from sluice.bus import Bus
 from sluice.clock import now_iso
 from sluice.errors import Conflict, Unavailable
@@ -95,3 +95,19 @@ async def test_a_bucket_that_stays_unreachable_is_unavailable_after_the_deadline
         await store.update(record.id, complete)
     assert caught.value.code == "nats_unavailable"
     assert (await TaskStore(kv).get(record.id)).state == "working"
+
+
+async def test_a_record_keeps_at_most_the_output_cap_cut_at_a_character_and_says_so(kv: KeyValue) -> None:
+    store = TaskStore(kv)
+    record = a_record()
+    await store.create(record)
+    answer = "é" * limits.RECORD_OUTPUT_MAX_BYTES  # two bytes each: twice the cap
+    _, after = await store.update(record.id, lambda r: msgspec.structs.replace(r, state="completed", output=answer))
+    stored = await store.get(record.id)
+    assert stored.output_truncated and after.output_truncated
+    assert stored.output == answer[: limits.RECORD_OUTPUT_MAX_BYTES // 2]  # whole characters only
+    entry = await kv.get(record.id)
+    assert entry.value is not None and len(entry.value) < limits.RECORD_MAX_BYTES
+    short = a_record()
+    await store.create(msgspec.structs.replace(short, output="a short answer"))
+    assert not (await store.get(short.id)).output_truncated

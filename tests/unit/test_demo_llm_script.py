@@ -11,7 +11,7 @@ import pytest
 from demo_llm.chunks import Answer, IssuedCall, Usage, encode_chunks, encode_completion
 from demo_llm.faults import FaultSyntaxError, OnceLedger, corrupt_arguments, once_key, parse_faults, strip_markers
 from demo_llm.intents import detect_intents
-from demo_llm.script import Reply, decide_reply, prompt_tokens, role_hint
+from demo_llm.script import PlannedCall, Reply, decide_reply, lengthened, prompt_tokens, role_hint
 from demo_llm.tokens import argument_fragments, count_tokens, text_pieces
 from demo_llm.wire import ChatMessage, ChatRequest, FunctionCallIn, RequestError, ToolCallIn, decode_chat_request
 
@@ -153,7 +153,18 @@ def test_fault_markers_parse_from_text_and_header() -> None:
     assert parse_faults("no faults here") == parse_faults("")
 
 
-@pytest.mark.parametrize("marker", ["[fault:explode]", "[fault:200]", "[fault:stall:9999]", "[fault:cut:x]"])
+def test_the_long_marker_lengthens_a_text_reply_to_exactly_its_size_and_leaves_tool_calls() -> None:
+    assert parse_faults("tell me [fault:long:100000]").long_chars == 100_000
+    text = lengthened(Reply(text="I am the demo."), 100_000).text
+    assert text is not None and len(text) == 100_000 and text.startswith("I am the demo. This sentence")
+    assert lengthened(Reply(text="already long enough"), 5) == Reply(text="already long enough")
+    calls = Reply(text=None, tool_calls=(PlannedCall("calculator", "{}"),))
+    assert lengthened(calls, 1000) == calls
+
+
+@pytest.mark.parametrize(
+    "marker", ["[fault:explode]", "[fault:200]", "[fault:stall:9999]", "[fault:cut:x]", "[fault:long:5000000]"]
+)
 def test_bad_fault_markers_are_rejected(marker: str) -> None:
     with pytest.raises(FaultSyntaxError):
         parse_faults(f"hello {marker}")
