@@ -147,8 +147,14 @@ async def make_agent_known(bus: Bus) -> None:
 def three_edges(nats_url: str, keys_file: Path) -> Iterator[tuple[Proc, Proc, Proc]]:
     """Two open edges (the second one the control: what two identical processes differ by) and one with keys."""
     # No reconciler: one edge would hold its lease and sweep every record every few seconds (thousands of tasks
-    # left `submitted` here, with no runner), which is CPU only that edge spends.
-    quiet = {"SLUICE_LOG_LEVEL": "warning", "SLUICE_RECONCILE_INTERVAL_S": "0"}
+    # left `submitted` here, with no runner), which is CPU only that edge spends. No per-tenant limits: the tasks
+    # never finish and are made faster than a tenant may make them (the limits are not what is measured).
+    quiet = {
+        "SLUICE_LOG_LEVEL": "warning",
+        "SLUICE_RECONCILE_INTERVAL_S": "0",
+        "SLUICE_TENANT_MAX_ACTIVE": "0",
+        "SLUICE_TENANT_RATE": "0",
+    }
     keyed = {**quiet, "SLUICE_AUTH": "keys", "SLUICE_API_KEYS_FILE": str(keys_file)}
     with (
         start_edge("edge", nats_url, env={**quiet, "SLUICE_AUTH": "none"}) as open_edge,
