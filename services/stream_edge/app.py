@@ -45,7 +45,7 @@ from stream_edge.contexts import ContextIndex, Conversations
 from stream_edge.curl_compat import FormBodyAsJsonMiddleware
 from stream_edge.errors import install_error_handlers
 from stream_edge.events_asgi import DetachedStreams, EventsRoute
-from stream_edge.limits import CreationLimits, CreationRate
+from stream_edge.limits import CreationLimits, CreationRate, OpenStreams
 from stream_edge.metrics import EdgeMetrics, HttpMetricsMiddleware
 from stream_edge.openapi import install_docs, install_openapi
 from stream_edge.reconciler import LEASE_KEY, Lease, Reconciler
@@ -133,17 +133,19 @@ def create_app(
             rate = CreationRate(active.js, settings.tenant_rate, deadline_s=RECORD_DEADLINE_S)
             limits = CreationLimits(active_tasks, settings.tenant_max_active, rate if settings.tenant_rate else None)
             tasks = TaskService(active, store, catalog.confirm_known, conversations, limits)
+            edge_id = f"edge-{uuid.uuid4().hex}"
+            streams = OpenStreams(active, settings.tenant_max_streams, edge_id)
             edge = EdgeRuntime(
-                settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog, tokens=auth.tokens
-            )
+                settings=settings, bus=active, store=store, tasks=tasks, hub=hub, catalog=catalog, tokens=auth.tokens,
+                streams=streams,
+            )  # fmt: skip
             await auth.start()
             await hub.start()
+            await streams.start()
             if settings.reconcile_interval_s > 0:
                 reconciler = Reconciler(
                     tasks,
-                    Lease(
-                        await active.js.key_value(subjects.LEASES_BUCKET), LEASE_KEY, holder=f"edge-{uuid.uuid4().hex}"
-                    ),
+                    Lease(await active.js.key_value(subjects.LEASES_BUCKET), LEASE_KEY, holder=edge_id),
                     interval_s=settings.reconcile_interval_s,
                     grace_s=settings.reconcile_grace_s,
                     active=active_tasks,
@@ -161,6 +163,8 @@ def create_app(
             metrics.bind(None)
             if edge is not None:
                 await edge.drain()
+                if edge.streams is not None:
+                    await edge.streams.stop()
             await catalog.stop()
             if own_bus:
                 await active.close()

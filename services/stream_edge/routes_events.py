@@ -36,6 +36,7 @@ from stream_edge import logview
 from stream_edge.auth.deps import caller_of_connection, not_found, owned_task, owns
 from stream_edge.deps import edge_of, only_query
 from stream_edge.errors import NotAcceptable
+from stream_edge.limits import StreamHold
 from stream_edge.openapi import error_responses, stream_response
 from stream_edge.routes_tasks import TaskIdPath
 from stream_edge.runtime import EdgeRuntime, StreamFormat
@@ -116,7 +117,7 @@ async def _link_to_task_trace(edge: EdgeRuntime, task_id: str) -> None:
     dependencies=[Depends(only_query(*QUERY))],
     responses={
         200: stream_response("The task's events, replayed from the start position, then live"),
-        **error_responses(400, 401, 404, 406, 503),
+        **error_responses(400, 401, 404, 406, 429, 503),
     },
 )
 async def task_events(
@@ -174,21 +175,36 @@ async def admit_stream(edge: EdgeRuntime, request: Request, record: TaskRecord) 
 
     The record was found for the caller's tenant (`owned_task`); this says so again on the one path every stream
     takes (native, AI SDK, AG-UI), so a route that forgot to ask still cannot stream another tenant's task.
-    Checks on what the caller may open right now belong here too."""
+    Checks on what the caller may open right now belong here too; the tenant's count of open streams is taken in
+    `open_stream`, where the stream's end can give it back."""
     if not owns(caller_of_connection(request), record):
         raise not_found(record.id)
 
 
-async def open_stream(edge: EdgeRuntime, wanted: StreamRequest, record: TaskRecord) -> Response:
-    """The checks that need the record, then the hub's stream (503 when it has no room or is shutting down)."""
-    await check_not_future(edge, record, wanted.after)
-    await _link_to_task_trace(edge, wanted.task_id)
-    if edge.draining:
-        raise Unavailable("shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1)
-    if past_the_end(record, wanted.after):
-        # Nothing of this task can come after the cursor: send what exists (nothing) and end.
-        wanted = replace(wanted, follow=False)
-    return await edge.hub.open(wanted)
+async def open_stream(
+    edge: EdgeRuntime, wanted: StreamRequest, record: TaskRecord, hold: StreamHold | None = None
+) -> Response:
+    """The checks that need the record, then the hub's stream (503 when it has no room or is shutting down).
+
+    The stream counts among its tenant's open streams until it ends (429 `tenant_limit` when the tenant has its
+    limit open, CONTRACT §8): `hold`, taken by a route that had to know before it created the task, or one taken
+    here."""
+    try:
+        await check_not_future(edge, record, wanted.after)
+        await _link_to_task_trace(edge, wanted.task_id)
+        if edge.draining:
+            raise Unavailable(
+                "shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1
+            )
+        if past_the_end(record, wanted.after):
+            # Nothing of this task can come after the cursor: send what exists (nothing) and end.
+            wanted = replace(wanted, follow=False)
+        hold = hold or edge.hold_stream(record.tenant)
+    except BaseException:
+        if hold is not None:
+            hold.release()
+        raise
+    return await edge.hub.open(wanted, on_end=hold.release)
 
 
 def past_the_end(record: TaskRecord, after: int) -> bool:

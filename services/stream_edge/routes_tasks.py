@@ -99,16 +99,24 @@ async def submit_task(
     encoding = chosen if isinstance(chosen, Encoding) else None
     if encoding is not None and edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key, tenant=caller.tenant)
+    # A tenant with its limit of streams open (CONTRACT §8) still creates the task: it gets the record, as at the
+    # edge's own stream capacity.
+    hold = edge.try_hold_stream(caller.tenant) if encoding is not None else None
+    try:
+        record = await edge.tasks.submit(body.to_wire(), idempotency_key=idempotency_key, tenant=caller.tenant)
+    except BaseException:
+        if hold is not None:
+            hold.release()
+        raise
     location = {"Location": location_of(record.id)}
-    if encoding is None:
+    if encoding is None or hold is None:
         return record_json(edge.served(record), 201, location)
     try:
         # A task this request created (no Idempotency-Key: never an earlier task): its record names its first
         # event, task.submitted, so the stream follows the task live from there without reading the log first.
         created = idempotency_key is None and record.last_event_id is not None
         first_seq = int(record.last_event_id) if created and record.last_event_id else None
-        response = await edge.hub.open(StreamRequest(record.id, encoding, first_seq=first_seq))
+        response = await edge.hub.open(StreamRequest(record.id, encoding, first_seq=first_seq), on_end=hold.release)
     except Unavailable as exc:
         # The task exists: say so rather than fail the request. The client streams it later from Location.
         log.warning("task created but no stream opened: %s", exc.message, extra={"task_id": record.id})

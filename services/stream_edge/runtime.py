@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -25,6 +25,7 @@ from sluice.permissions import needs_of
 from sluice.records import TaskStore
 from stream_edge.auth.stream_tokens import StreamTokens
 from stream_edge.commands import TaskService
+from stream_edge.limits import OpenStreams, StreamHold
 from stream_edge.settings import EdgeSettings
 from stream_edge.streaming.request import StreamRequest
 
@@ -44,7 +45,7 @@ class StreamHubLike(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def open(self, request: StreamRequest) -> Response: ...
+    async def open(self, request: StreamRequest, *, on_end: Callable[[], None] | None = None) -> Response: ...
 
     @property
     def stats(self) -> Mapping[str, int | float]: ...
@@ -60,9 +61,19 @@ class EdgeRuntime:
     catalog: CatalogView
     # Signs the stream tokens handed out with records (CONTRACT §8); the app passes the one its guard verifies with.
     tokens: StreamTokens = field(default_factory=lambda: StreamTokens(None, 3600))
+    # The tenants' open streams across replicas (CONTRACT §8); the app passes the one it started.
+    streams: OpenStreams | None = None
     draining: bool = False
     _hub_stopped: bool = False
     _stop_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def hold_stream(self, tenant: str) -> StreamHold:
+        """Counts one more open stream of `tenant` (429 `tenant_limit` at its limit); release it when it ends."""
+        return self.streams.hold(tenant) if self.streams is not None else StreamHold(None, tenant)
+
+    def try_hold_stream(self, tenant: str) -> StreamHold | None:
+        """As `hold_stream`, None instead of the refusal."""
+        return self.streams.try_hold(tenant) if self.streams is not None else StreamHold(None, tenant)
 
     def served(self, record: TaskRecord) -> TaskRecord:
         """The record as its tenant is answered it: with a fresh stream token for its event stream."""

@@ -6,6 +6,7 @@ Tasks that must stay unfinished ask the demo model to stall for a minute; every 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MAX_ACTIVE = 2
 RATE = 5
+MAX_STREAMS = 2
 STALL = "[fault:stall:60] hold on"  # a task that stays working for a minute unless canceled
-TENANTS = ("active", "other", "rate", "healed")
+TENANTS = ("active", "other", "rate", "healed", "streams", "crashed")
 
 
 @dataclass
@@ -44,10 +46,12 @@ class Edges:
     urls: tuple[str, str]
     keys: dict[str, str]  # short name → API key
     tenants: dict[str, str]  # short name → tenant
+    env: dict[str, str]  # the edges' settings, for one more replica
 
-    def client(self, edge: int, tenant: str) -> httpx.AsyncClient:
+    def client(self, edge: int | str, tenant: str) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.keys[tenant]}"}
-        return httpx.AsyncClient(base_url=self.urls[edge], headers=headers, timeout=30)
+        url = edge if isinstance(edge, str) else self.urls[edge]
+        return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +66,7 @@ def edges(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ed
         "SLUICE_API_KEYS_FILE": str(keys_file),
         "SLUICE_TENANT_MAX_ACTIVE": str(MAX_ACTIVE),
         "SLUICE_TENANT_RATE": str(RATE),
+        "SLUICE_TENANT_MAX_STREAMS": str(MAX_STREAMS),
         "SLUICE_RECONCILE_INTERVAL_S": "0",  # the tests drive the reconciler themselves
     }
     processes: list[ServiceProcess] = []
@@ -71,7 +76,7 @@ def edges(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ed
             process, url = edge_process(root, stack.nats_url, **env)
             processes.append(process)
             urls.append(url)
-        yield Edges((urls[0], urls[1]), keys, tenants)
+        yield Edges((urls[0], urls[1]), keys, tenants, env)
     finally:
         for process in processes:
             process.kill()
@@ -194,3 +199,72 @@ async def test_places_left_by_a_crashed_writer_are_freed_by_the_reconciler(edges
         healed = [await create(second) for _ in range(MAX_ACTIVE)]
         assert [r.status_code for r in healed] == [201] * MAX_ACTIVE
         await cancel_all(second, [r.json()["id"] for r in healed])
+
+
+async def stream_refused(client: httpx.AsyncClient, task_id: str) -> bool:
+    """Does this edge refuse the tenant one more stream of the task (a short one: what exists now, then the end)?"""
+    response = await client.get(f"/v1/tasks/{task_id}/events", params={"follow": "false"})
+    if response.status_code == 200:
+        return False
+    refused(response)
+    return True
+
+
+async def open_streams(
+    streams: contextlib.AsyncExitStack, client: httpx.AsyncClient, task_id: str
+) -> list[AsyncIterator[str]]:
+    """MAX_STREAMS live streams of the task, open (a first line read) until `streams` closes them. Keep the line
+    iterators: one that is garbage-collected closes its stream."""
+    lines = []
+    for _ in range(MAX_STREAMS):
+        response = await streams.enter_async_context(client.stream("GET", f"/v1/tasks/{task_id}/events"))
+        assert response.status_code == 200
+        lines.append(response.aiter_lines())
+        await anext(lines[-1])
+    return lines
+
+
+async def test_open_streams_are_counted_across_edges_and_a_closed_one_makes_room(edges: Edges) -> None:
+    async with edges.client(0, "streams") as first, edges.client(1, "streams") as second:
+        task_id = (await create(first)).json()["id"]
+        try:
+            async with contextlib.AsyncExitStack() as streams:
+                held = await open_streams(streams, first, task_id)
+                assert await stream_refused(first, task_id)  # this edge knows at once
+                await eventually(lambda: stream_refused(second, task_id), timeout_s=30, what="the other edge refusing")
+                async with edges.client(1, "other") as other:  # another tenant is not affected
+                    theirs = (await create(other)).json()["id"]
+                    assert not await stream_refused(other, theirs)
+                    await cancel_all(other, [theirs])
+                assert len(held) == MAX_STREAMS
+
+            async def admitted() -> bool:
+                return not await stream_refused(second, task_id)
+
+            await eventually(admitted, timeout_s=30, what="the other edge admitting once the streams closed")
+        finally:
+            await cancel_all(first, [task_id])
+
+
+async def test_the_open_streams_of_a_crashed_edge_stop_counting(
+    edges: Edges, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    process, url = edge_process(tmp_path_factory.mktemp("crashing-edge"), stack.nats_url, **edges.env)
+    async with edges.client(url, "crashed") as doomed, edges.client(1, "crashed") as second:
+        task_id = (await create(doomed)).json()["id"]
+        try:
+            async with contextlib.AsyncExitStack() as streams:
+                held = await open_streams(streams, doomed, task_id)
+                await eventually(lambda: stream_refused(second, task_id), timeout_s=30, what="the other edge refusing")
+                assert len(held) == MAX_STREAMS
+                process.kill()  # its streams break; nobody writes its counts again
+                with contextlib.suppress(httpx.HTTPError):
+                    await streams.aclose()
+
+            async def admitted() -> bool:
+                return not await stream_refused(second, task_id)
+
+            await eventually(admitted, timeout_s=30, what="the crashed edge's counts expiring")
+        finally:
+            process.kill()
+            await cancel_all(second, [task_id])

@@ -165,13 +165,18 @@ class SluiceRequestHandler(RequestHandler):
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         edge = self._edge(context)
-        record, start = await accept(edge, params, self._tenant(context))
-        first = True
-        async for event in self._stream(edge, record, start=start, snapshot=True):
-            if first and isinstance(event, Task):
-                event = apply_history_length(event, params.configuration)
-            first = False
-            yield event
+        tenant = self._tenant(context)
+        hold = edge.hold_stream(tenant)  # a tenant at its limit of open streams creates no task
+        try:
+            record, start = await accept(edge, params, tenant)
+            first = True
+            async for event in self._stream(edge, record, start=start, snapshot=True):
+                if first and isinstance(event, Task):
+                    event = apply_history_length(event, params.configuration)
+                first = False
+                yield event
+        finally:
+            hold.release()
 
     # ------------------------------------------------------------------ tasks
 
@@ -253,8 +258,12 @@ class SluiceRequestHandler(RequestHandler):
                     data={"taskId": task_id, "state": state_name(record.state), "lastEventId": str(resume)},
                 )
             stream = self._stream(edge, record, start=resume, snapshot=False)
-        async for event in stream:
-            yield event
+        hold = edge.hold_stream(record.tenant)  # counted among the tenant's open streams while it lasts
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            hold.release()
 
     # ------------------------------------------------------------------ not offered
 

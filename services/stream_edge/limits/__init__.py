@@ -4,5 +4,6 @@ unfinished tasks (`sluice.active_tasks`), creations per minute (`rate.py`), open
 
 from stream_edge.limits.creations import CreationLimits
 from stream_edge.limits.rate import CreationRate
+from stream_edge.limits.streams import OpenStreams, StreamHold
 
-__all__ = ["CreationLimits", "CreationRate"]
+__all__ = ["CreationLimits", "CreationRate", "OpenStreams", "StreamHold"]

@@ -83,7 +83,7 @@ def _agent(run: RunAgentInput) -> str:
     summary="Run an agent (AG-UI)",
     response_class=Response,
     dependencies=[Depends(only_query()), Depends(json_body)],
-    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 429, 503)},
 )
 async def run_agent(run: RunAgentInput, request: Request, edge: Edge, caller: CallerDep) -> Response:
     run_id = _run_id(run.run_id)
@@ -98,8 +98,14 @@ async def run_agent(run: RunAgentInput, request: Request, edge: Edge, caller: Ca
     validate_submission(submission)
     if edge.draining:
         raise Unavailable("shutting_down", "this edge is shutting down; retry on another", retry_after_s=1)
-    record = await edge.tasks.submit(submission, idempotency_key=_run_key(run_id), tenant=caller.tenant)
-    return await open_stream(edge, request, record, ag_ui.encoding_for(TaskFacts.of(record)), after=0)
+    hold = edge.hold_stream(caller.tenant)  # a tenant at its limit of open streams creates no task (429)
+    try:
+        record = await edge.tasks.submit(submission, idempotency_key=_run_key(run_id), tenant=caller.tenant)
+    except BaseException:
+        hold.release()
+        raise
+    encoding = ag_ui.encoding_for(TaskFacts.of(record))
+    return await open_stream(edge, request, record, encoding, after=0, hold=hold)
 
 
 async def _run_record(edge: EdgeRuntime, run_id: str, tenant: str) -> TaskRecord:
@@ -116,7 +122,7 @@ async def _run_record(edge: EdgeRuntime, run_id: str, tenant: str) -> TaskRecord
     summary="Resume a run's AG-UI events",
     response_class=Response,
     dependencies=[Depends(only_query())],
-    responses={200: _STREAM, **error_responses(400, 401, 404, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 404, 429, 503)},
 )
 async def run_events(
     run_id: Annotated[str, Path(description="The AG-UI run id.", json_schema_extra={"pattern": TASK_ID_PATTERN})],

@@ -104,7 +104,7 @@ class ChatBody(BaseModel):
     summary="Send a chat message (AI SDK UI message stream)",
     response_class=Response,
     dependencies=[Depends(only_query()), Depends(json_body)],
-    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 503)},
+    responses={200: _STREAM, **error_responses(400, 401, 413, 415, 422, 429, 503)},
 )
 async def send_message(body: ChatBody, request: Request, edge: Edge, caller: CallerDep) -> Response:
     text = body.user_text()
@@ -113,8 +113,13 @@ async def send_message(body: ChatBody, request: Request, edge: Edge, caller: Cal
     submission = TaskSubmittedData(
         input=text, agent=body.agent, history=[], metadata=body.metadata(), context_id=parse_context_id(body.id)
     )
-    record = await edge.tasks.submit(submission, idempotency_key=body.idempotency_key(), tenant=caller.tenant)
-    return await open_stream(edge, request, record, ai_sdk.ENCODING, after=0)
+    hold = edge.hold_stream(caller.tenant)  # a tenant at its limit of open streams creates no task (429)
+    try:
+        record = await edge.tasks.submit(submission, idempotency_key=body.idempotency_key(), tenant=caller.tenant)
+    except BaseException:
+        hold.release()
+        raise
+    return await open_stream(edge, request, record, ai_sdk.ENCODING, after=0, hold=hold)
 
 
 @router.get(
@@ -125,7 +130,7 @@ async def send_message(body: ChatBody, request: Request, edge: Edge, caller: Cal
     responses={
         200: _STREAM,
         204: {"description": "No answer of this chat is running"},
-        **error_responses(400, 401, 404, 503),
+        **error_responses(400, 401, 404, 429, 503),
     },
 )
 async def resume_stream(

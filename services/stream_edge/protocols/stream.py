@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from sluice.events import TaskRecord
 from stream_edge import routes_events
+from stream_edge.limits import StreamHold
 from stream_edge.runtime import EdgeRuntime
 from stream_edge.streaming import Encoding, StreamRequest
 
@@ -20,10 +21,22 @@ __all__ = ["open_stream"]
 
 
 async def open_stream(
-    edge: EdgeRuntime, request: Request, record: TaskRecord, encoding: Encoding, *, after: int
+    edge: EdgeRuntime,
+    request: Request,
+    record: TaskRecord,
+    encoding: Encoding,
+    *,
+    after: int,
+    hold: StreamHold | None = None,
 ) -> Response:
-    """The task's events after `after` in `encoding`, live until the terminal event (`X-Sluice-Task-Id` names it)."""
-    await routes_events.admit_stream(edge, request, record)
-    response = await routes_events.open_stream(edge, StreamRequest(record.id, encoding, after), record)
+    """The task's events after `after` in `encoding`, live until the terminal event (`X-Sluice-Task-Id` names it).
+    `hold`: the tenant's open-stream count, if the route took it already (before it created the task)."""
+    try:
+        await routes_events.admit_stream(edge, request, record)
+    except BaseException:
+        if hold is not None:
+            hold.release()
+        raise
+    response = await routes_events.open_stream(edge, StreamRequest(record.id, encoding, after), record, hold)
     response.headers["X-Sluice-Task-Id"] = record.id
     return response

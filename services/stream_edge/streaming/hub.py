@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
 
@@ -53,6 +53,7 @@ class StreamHub:
         )
         self._context = StreamContext(self.link, self.feeds, self.counters, settings.retry_ms, self.release)
         self._streams: set[ClientStream] = set()
+        self._on_end: dict[ClientStream, Callable[[], None]] = {}  # what to call when each stream ends
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
@@ -108,9 +109,13 @@ class StreamHub:
 
     # ------------------------------------------------------------------ opening a stream
 
-    async def open(self, request: StreamRequest) -> Response:
+    async def open(self, request: StreamRequest, *, on_end: Callable[[], None] | None = None) -> Response:
         """The task's event stream as `request` says (CONTRACT §5). The route parsed and checked the request (the
-        task exists, the caller may read it); the hub only decides whether it has room."""
+        task exists, the caller may read it); the hub only decides whether it has room. `on_end` is called once
+        when the stream ends, however it ends (or if it never opens): what the route counted for it is given back."""
+        refused = not self._started or self._stopping or len(self._streams) >= self.settings.max_streams
+        if refused and on_end is not None:
+            on_end()
         if not self._started or self._stopping:
             raise Unavailable("shutting_down", "this edge is not serving streams; reconnect elsewhere", retry_after_s=1)
         if len(self._streams) >= self.settings.max_streams:
@@ -121,6 +126,8 @@ class StreamHub:
             )
         stream = ClientStream(self._context, request)
         self._streams.add(stream)
+        if on_end is not None:
+            self._on_end[stream] = on_end
         assert self._no_streams is not None
         self._no_streams.clear()
         try:
@@ -133,6 +140,9 @@ class StreamHub:
 
     def release(self, stream: ClientStream) -> None:
         self._streams.discard(stream)
+        on_end = self._on_end.pop(stream, None)
+        if on_end is not None:
+            on_end()
         if not self._streams and self._no_streams is not None:
             self._no_streams.set()
 
