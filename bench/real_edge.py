@@ -18,6 +18,10 @@ def main() -> None:
     os.environ["SLUICE_NATS_URL"] = args.nats
     os.environ["SLUICE_HTTP_PORT"] = str(args.port)
     os.environ.setdefault("SLUICE_MAX_STREAMS", "100000")
+    # One tenant (the default) opens every stream and makes every task of a bench: the per-tenant limits, which
+    # would refuse most of them, are off unless the bench's environment sets them.
+    for limit in ("SLUICE_TENANT_MAX_ACTIVE", "SLUICE_TENANT_RATE", "SLUICE_TENANT_MAX_STREAMS"):
+        os.environ.setdefault(limit, "0")
     os.environ.setdefault("SLUICE_LOG_LEVEL", "warning")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

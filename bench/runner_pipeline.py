@@ -144,6 +144,10 @@ def base_env(nats_url: str, demo_port: int, **extra: str) -> dict[str, str]:
         SLUICE_RUNNER_METRICS_PORT="0",
         SLUICE_DEMO_LLM_LOG_LEVEL="warning",
         PYTHONUNBUFFERED="1",
+        # Every task of a bench is the default tenant's, made faster than a tenant may: no per-tenant limits.
+        SLUICE_TENANT_MAX_ACTIVE="0",
+        SLUICE_TENANT_RATE="0",
+        SLUICE_TENANT_MAX_STREAMS="0",
     )
     env.update(extra)
     return env
