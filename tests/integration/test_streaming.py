@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -302,6 +304,34 @@ async def test_stop_ends_every_stream_within_the_grace_period(bus: Bus) -> None:
         results = await asyncio.gather(*readers)
         assert all(r.ended_by_server and len(r.events) == 1 for r in results)
         assert edge.hub.stats["active_streams"] == 0 and edge.hub.stats["active_feeds"] == 0
+
+
+async def test_a_stream_still_opening_when_the_hub_stops_is_refused_at_once(tmp_path: Path) -> None:
+    """NATS does not answer (its node frozen, as in an election) while a client opens a stream, and the edge shuts
+    down: the request still waiting for its first batch is answered 503 `shutting_down` by the stop, so its client
+    reconnects elsewhere. (It used to wait for the read's own timeout, and the edge's graceful shutdown, which is
+    shorter, cut it off first: a 500.)"""
+    with running_server(tmp_path) as server:
+        config = CommonConfig(nats_urls=(server.url,))
+        own_bus = await connect(config, name="sluice-test-frozen-nats")
+        try:
+            await provision(own_bus.js, config)
+            task_id = new_task_id()
+            await publish(own_bus, task_id, ["task.submitted"])
+            async with serving_hub(own_bus, FAST) as edge, httpx.AsyncClient(timeout=30) as client:
+                assert server.proc is not None
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    opening = asyncio.create_task(client.get(edge.events_url(task_id)))
+                    await eventually(lambda: _async(edge.hub.stats["active_streams"] == 1), what="a stream opening")
+                    await edge.hub.stop()
+                    response = await opening
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "shutting_down"
+        finally:
+            await own_bus.close()
 
 
 # ---------------------------------------------------------------------- NATS restart

@@ -20,6 +20,7 @@ from enum import Enum
 from starlette.types import Send
 
 from sluice.clock import now_iso
+from sluice.errors import Unavailable
 from sluice.events import TaskRecord
 from sluice.ids import parse_event_id
 from stream_edge.streaming import opening
@@ -101,7 +102,7 @@ class ClientStream:
             return
         reader = self.reader = LogReader(self._ctx.link, self.task_id, self.sub.wake)
         reader.start(after)
-        first = await opening.first_batch(reader, self.task_id, self._wait)
+        first = await opening.first_batch(reader, self.task_id, self._wait_to_open)
         self._ctx.counters.catchup_replays += 1
         if first is not None:
             gap = await opening.gap_frame(self._ctx.link, self.encoding, self.task_id, after, first)
@@ -236,6 +237,16 @@ class ClientStream:
         chunk, count, terminal, self.sub.last_seq = encode_batch(self.encoding, batch, self.sub.last_seq)
         return chunk, count, terminal
 
+    async def _wait_to_open(self) -> None:
+        """Waits for the first batch, unless the stream is ended before it began (the edge shuts down while NATS is
+        slow to answer): then the request is a 503 the client retries elsewhere, not a request cut off unanswered."""
+        if self.sub.closed is None:
+            await self._wait()
+        if self.sub.closed is not None:
+            raise Unavailable(
+                "shutting_down", "this edge is shutting down; reconnect with Last-Event-ID", retry_after_s=1
+            )
+
     async def _wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self.sub.waiter = waiter
@@ -277,6 +288,7 @@ class ClientStream:
             self.sub.closed = reason
         if not self.started:
             self.release()
+            self.sub.wake()  # a stream still opening gives up (see _wait_to_open)
         elif self.sub.in_send:
             self.abort()
         else:
@@ -288,8 +300,7 @@ class ClientStream:
             self.sub.closed = reason
         if not self.started:
             self.release()
-        else:
-            self.sub.wake()
+        self.sub.wake()  # a stream still opening gives up (see _wait_to_open)
 
     def abort(self) -> None:
         if self._task is not None and not self._task.done() and not self._cut_requested:
