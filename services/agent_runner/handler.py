@@ -334,6 +334,8 @@ class _Attempt:
                 task.cancel()
             await asyncio.wait([run, *watchers])
         if not heartbeat.cancelled() and isinstance(fenced := heartbeat.exception(), Superseded):
+            if not run.cancelled():
+                run.exception()  # the loop's own end (often the same fencing) is superseded too: retrieved, not raised
             raise fenced
         if not run.cancelled():
             return run.result()  # an exception from the loop propagates: nak, redelivery

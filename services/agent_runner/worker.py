@@ -29,7 +29,7 @@ from sluice import subjects
 from sluice.active_tasks import ActiveTasks
 from sluice.bus import Bus
 from sluice.handbacks import HandBacks
-from sluice.records import TaskStore
+from sluice.records import TaskStore, open_bucket
 
 __all__ = ["Worker"]
 
@@ -64,8 +64,8 @@ class Worker:
         return self.settings.concurrency - self._free
 
     async def run(self, stopping: asyncio.Event) -> None:
-        kv = await self.bus.js.key_value(subjects.TASKS_BUCKET)
-        self.handbacks = HandBacks(await self.bus.js.key_value(subjects.HANDBACKS_BUCKET))
+        kv = await open_bucket(self.bus.js, subjects.TASKS_BUCKET)
+        self.handbacks = HandBacks(await open_bucket(self.bus.js, subjects.HANDBACKS_BUCKET))
         ctx = RunnerContext(
             bus=self.bus,
             store=TaskStore(kv),
@@ -76,7 +76,7 @@ class Worker:
             model=self.model,
             draining=lambda: self.draining,
             hard_stop=self.hard_stop,
-            active=ActiveTasks(await self.bus.js.key_value(subjects.LIMITS_BUCKET)),
+            active=ActiveTasks(await open_bucket(self.bus.js, subjects.LIMITS_BUCKET)),
         )
         sub = await self.bus.js.pull_subscribe_bind(durable=subjects.WORK_CONSUMER, stream=subjects.WORK_STREAM)
         log.info("ready", extra={"concurrency": self.settings.concurrency, "runner": self.settings.runner_id})

@@ -35,7 +35,7 @@ from sluice.catalog import CatalogView
 from sluice.errors import SluiceError
 from sluice.permissions import needs_of
 from sluice.provisioned import wait_provisioned
-from sluice.records import TaskStore
+from sluice.records import TaskStore, open_bucket
 from sluice.service import unless_stopped
 from stream_edge.auth import Authenticator
 from stream_edge.auth.guard import AccessTokenFromQuery, EdgeGuard
@@ -124,12 +124,15 @@ def create_app(
                 if not provisioned:
                     yield  # stopped while waiting: nothing to serve, nothing to drain
                     return
-            store = TaskStore(await active.js.key_value(subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
-            contexts = ContextIndex(await active.js.key_value(subjects.CONTEXTS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            store = TaskStore(await open_bucket(active.js, subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            contexts_kv = await open_bucket(active.js, subjects.CONTEXTS_BUCKET)
+            contexts = ContextIndex(contexts_kv, deadline_s=RECORD_DEADLINE_S)
             conversations = Conversations(active, store, contexts)
             await catalog.start()
             hub = make_hub(active, settings)
-            active_tasks = ActiveTasks(await active.js.key_value(subjects.LIMITS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            active_tasks = ActiveTasks(
+                await open_bucket(active.js, subjects.LIMITS_BUCKET), deadline_s=RECORD_DEADLINE_S
+            )
             rate = CreationRate(active.js, settings.tenant_rate, deadline_s=RECORD_DEADLINE_S)
             limits = CreationLimits(active_tasks, settings.tenant_max_active, rate if settings.tenant_rate else None)
             tasks = TaskService(active, store, catalog.confirm_known, conversations, limits)
@@ -145,7 +148,7 @@ def create_app(
             if settings.reconcile_interval_s > 0:
                 reconciler = Reconciler(
                     tasks,
-                    Lease(await active.js.key_value(subjects.LEASES_BUCKET), LEASE_KEY, holder=edge_id),
+                    Lease(await open_bucket(active.js, subjects.LEASES_BUCKET), LEASE_KEY, holder=edge_id),
                     interval_s=settings.reconcile_interval_s,
                     grace_s=settings.reconcile_grace_s,
                     active=active_tasks,

@@ -18,7 +18,7 @@ from sluice.clock import now_iso
 from sluice.config import CommonConfig
 from sluice.errors import InvalidInput
 from sluice.handbacks import HandBacks
-from sluice.records import TaskStore
+from sluice.records import TaskStore, open_bucket
 from sluice.service import run_service
 
 from .advert import runner_advert
@@ -61,8 +61,8 @@ async def serve(
     own_key = subjects.catalog_runner_key("tool-runner", settings.runner_id)
     try:
         await view.start()
-        store = TaskStore(await bus.js.key_value(subjects.TASKS_BUCKET))
-        handbacks = HandBacks(await bus.js.key_value(subjects.HANDBACKS_BUCKET))
+        store = TaskStore(await open_bucket(bus.js, subjects.TASKS_BUCKET))
+        handbacks = HandBacks(await open_bucket(bus.js, subjects.HANDBACKS_BUCKET))
         handler = ToolCallHandler(
             bus,
             store,

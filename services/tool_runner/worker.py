@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 
 from sluice import subjects
 from sluice.bus import Bus
+from sluice.records import patiently
 from sluice.signals import first_of
 
 from .handler import Disposition, ToolCallHandler
@@ -39,6 +40,7 @@ __all__ = ["ToolWorker"]
 log = logging.getLogger(__name__)
 # A call passed on to the tool-runner that serves its tool comes back a moment later, to any runner.
 _PASS_ON_DELAY_S = 0.2
+_START_DEADLINE_S = 60.0
 
 
 class ToolWorker:
@@ -61,7 +63,8 @@ class ToolWorker:
         """Serves until `stopping` is set, then drains as described above and returns."""
         sub = await self.bus.js.pull_subscribe_bind(durable=subjects.TOOL_CONSUMER, stream=subjects.TOOLS_STREAM)
         try:
-            info = await sub.consumer_info()
+            # Asked again while JetStream cannot answer: a tool-runner that starts during an election waits it out.
+            info = await patiently("reading the tool-runners consumer", sub.consumer_info, _START_DEADLINE_S)
             self._heartbeat_s = max(0.1, (info.config.ack_wait or 3.0) / 4)
             self.ready.set()
             if on_ready is not None:

@@ -24,6 +24,7 @@ from typing import TypeVar
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
@@ -33,7 +34,7 @@ from sluice.errors import NotFound, Unavailable
 from sluice.events import TaskRecord, decode_record, encode
 from sluice.ids import DEFAULT_TENANT, parse_task_id, parse_tenant
 
-__all__ = ["TaskStore", "patiently"]
+__all__ = ["TaskStore", "open_bucket", "patiently"]
 
 _CAS_ATTEMPTS = 20
 # JetStream cannot answer right now (no leader yet, no responders, a reconnect): worth asking again.
@@ -211,3 +212,9 @@ async def patiently(
             raise too_big from exc
         raise Unavailable("nats_unavailable", f"{what}: {type(exc).__name__}") from exc
     raise AssertionError("unreachable: tenacity returns or raises")
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, *, deadline_s: float = 60.0) -> KeyValue:
+    """A KV bucket, asked for again while JetStream cannot answer: a service that starts while NATS elects a new
+    leader for the bucket's stream (a node was lost) waits the election out instead of exiting."""
+    return await patiently(f"opening bucket {bucket}", lambda: js.key_value(bucket), deadline_s)

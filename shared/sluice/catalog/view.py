@@ -29,12 +29,14 @@ from sluice import subjects
 from sluice.bus import Bus
 from sluice.catalog.adverts import AgentAdvert, KnownAgent, RunnerAdvert, ToolAdvert, decode_known, decode_runner
 from sluice.errors import InvalidInput, Unavailable
+from sluice.records import patiently
 
 __all__ = ["AgentEntry", "CatalogView", "ToolEntry", "check_tool"]
 
 log = logging.getLogger(__name__)
 _RUNNERS = "runners."
 _KNOWN = "known."
+_LOAD_S = 10.0  # one try at watching the bucket and loading its entries
 
 
 @dataclass(frozen=True)
@@ -107,17 +109,29 @@ class CatalogView:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, timeout_s: float = 10.0) -> None:
-        """Watches the bucket and returns once the current entries are loaded (raises `Unavailable` if not)."""
+    async def start(self, *, timeout_s: float = 60.0) -> None:
+        """Watches the bucket and returns once the current entries are loaded (raises `Unavailable` if not).
+
+        A service may start while NATS elects a new leader for the bucket (a node was lost): JetStream does not
+        answer for several seconds then, so a try that times out is given up and made again until `timeout_s`."""
         try:
-            async with asyncio.timeout(timeout_s):
+            await patiently("reading the catalog bucket", self._load, timeout_s)
+        except Unavailable as exc:
+            raise Unavailable("catalog_unavailable", f"the catalog bucket could not be read: {exc.message}") from exc
+
+    async def _load(self) -> None:
+        self._runners.clear()  # a try that failed half-way may have read some entries: the watch sends all again
+        self._raw.clear()
+        self._known.clear()
+        try:
+            async with asyncio.timeout(_LOAD_S):
                 self._kv = await self.bus.js.key_value(subjects.CATALOG_BUCKET)
                 self._watcher = await self._kv.watchall()
                 self._task = asyncio.create_task(self._follow(), name="catalog-watch")
                 await self._ready.wait()
-        except (nats.errors.Error, TimeoutError) as exc:
+        except BaseException:
             await self.stop()
-            raise Unavailable("catalog_unavailable", f"the catalog bucket could not be read: {exc!r}") from exc
+            raise
 
     async def stop(self) -> None:
         if self._watcher is not None:
