@@ -17,7 +17,6 @@ import math
 import random
 import time
 
-import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
@@ -69,16 +68,17 @@ class CreationRate:
         """Compare-and-set with the window's TTL; False when another creation was counted first."""
         headers = {_EXPECTED_LAST: str(revision)}
         subject = jsapi.kv_key(subjects.LIMITS_BUCKET, key)
+
+        async def publish() -> None:
+            try:
+                await self.js.publish(subject, str(count).encode(), headers=headers, msg_ttl=_TTL_S)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in WRONG_LAST_SEQUENCE:  # an answer, not a failure: `patiently` passes it on
+                    raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
+                raise
+
         try:
-            await patiently(
-                "counting a creation",
-                lambda: self.js.publish(subject, str(count).encode(), headers=headers, msg_ttl=_TTL_S),
-                self.deadline_s,
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in WRONG_LAST_SEQUENCE:
-                return False
-            raise Unavailable("nats_unavailable", f"counting a creation: {exc.description}") from exc
-        except nats.errors.Error as exc:
-            raise Unavailable("nats_unavailable", f"counting a creation: {type(exc).__name__}") from exc
+            await patiently("counting a creation", publish, self.deadline_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
         return True
