@@ -198,6 +198,10 @@ def test_the_mcp_servers_file_takes_the_usual_shape_and_refuses_what_cannot_work
     )
     assert [(s.name, s.transport) for s in servers] == [("files", "stdio"), ("search", "streamable-http")]
     assert "s3cret" not in repr(servers[1].describe()) and servers[1].timeout_s == 5
+    for server in servers:  # logged as a record's extra fields: none may clash with a LogRecord attribute
+        record = logging.getLogger("t").makeRecord("t", logging.INFO, __file__, 1, "ready", (), None,
+                                                   extra=server.describe())  # fmt: skip
+        assert record.getMessage() == "ready"
     from sluice.errors import InvalidInput
 
     for bad in (

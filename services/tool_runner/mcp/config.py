@@ -62,8 +62,9 @@ class McpServerConfig:
         return "stdio" if self.command else "streamable-http"
 
     def describe(self) -> dict[str, Any]:
-        """For logs: no header values or environment values (they hold keys)."""
-        where = {"command": self.command, "args": list(self.args)} if self.command else {"url": self.url}
+        """For logs (as a record's `extra`, so no key may be a LogRecord attribute such as `args`): no header values
+        or environment values (they hold keys)."""
+        where = {"command": self.command, "command_args": list(self.args)} if self.command else {"url": self.url}
         return {"server": self.name, "transport": self.transport, **where, "env": sorted(self.env),
                 "headers": sorted(self.headers)}  # fmt: skip
 
