@@ -166,6 +166,10 @@ async def test_creations_per_minute_are_counted_across_edges(edges: Edges) -> No
             retry_after = refused(response)
             assert retry_after <= 60
             refused(await create(second if len(made) % 2 else first))  # the other replica refuses as well
+            async with edges.client(1, "other") as other:  # another tenant's creations are its own
+                theirs = await create(other)
+                assert theirs.status_code == 201, theirs.text
+                await cancel_all(other, [theirs.json()["id"]])
         finally:
             await cancel_all(first, made)
 
