@@ -22,6 +22,9 @@ def main() -> None:
     # would refuse most of them, are off unless the bench's environment sets them.
     for limit in ("SLUICE_TENANT_MAX_ACTIVE", "SLUICE_TENANT_RATE", "SLUICE_TENANT_MAX_STREAMS"):
         os.environ.setdefault(limit, "0")
+    # A bench's tasks are made to be streamed, not run: the reconciler, which reads every record of an unfinished
+    # task on each sweep, would spend the edge's CPU re-checking thousands of them.
+    os.environ.setdefault("SLUICE_RECONCILE_INTERVAL_S", "0")
     os.environ.setdefault("SLUICE_LOG_LEVEL", "warning")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
