@@ -10,6 +10,8 @@
                  task is redelivered within one ack wait) and looks at the record every third beat:
                    Completed / Failed ─▶ CAS record terminal (the CAS winner decides) ─▶ terminal event
                                         ─▶ the tenant's place freed (sluice.active_tasks) ─▶ ack
+                   (an event too large for the log, from a huge answer, is Failed `event_too_large`: every
+                   attempt would meet it again)
                    Paused ─────────────▶ CAS record input-required (slot freed) ─────────────────────────▶ ack
                    canceled ───────────▶ task.canceled (the record says canceled) ───────────────────────▶ ack
                    handed back ────────▶ (shutdown) ─▶ noted as a hand-back (sluice.handbacks) ─────────▶ nak
@@ -301,7 +303,14 @@ class _Attempt:
                 outcome: Outcome = Failed("unknown_agent", f"no agent or crew named {agent!r}; known: {known}",
                                           tlog.usage)  # fmt: skip
             else:
-                outcome = await self._run(tlog, plan, limits)
+                try:
+                    outcome = await self._run(tlog, plan, limits)
+                except InvalidInput as exc:
+                    if exc.code != "message_too_large":
+                        raise
+                    # An answer (or a delta of it) larger than one event may be: every attempt would meet the same.
+                    outcome = Failed("event_too_large", f"the task made an event the log refuses: {exc.message}",
+                                     tlog.usage)  # fmt: skip
             span.set_attribute("sluice.outcome", type(outcome).__name__.lower())
             if isinstance(outcome, Failed):
                 span.set_status(Status(StatusCode.ERROR, outcome.code))

@@ -30,8 +30,8 @@ Markers:
 ``[fault:bad-args]``
     tool calls carry malformed JSON arguments (the closing brace is missing); no effect on text replies.
 ``[fault:long:N]``
-    a text reply is lengthened to at least ``N`` characters (at most 4,000,000) with filler sentences, for
-    answers larger than a limit; no effect on tool calls.
+    a text reply is lengthened to ``N`` characters (at most 4,000,000) with filler words of about a kilobyte
+    each, for answers larger than a limit; no effect on tool calls.
 
 "A conversation" is identified by the ``X-Demo-Fault-Key`` header when present, otherwise by a hash of the
 conversation's first user message; the once-state lives in memory (:class:`OnceLedger`) for the life of the

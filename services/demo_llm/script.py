@@ -81,11 +81,13 @@ def decide_reply(messages: Sequence[ChatMessage], tool_names: Collection[str], *
     return Reply(text=_introduce_and_restate(messages))
 
 
-_FILLER = "This sentence only makes the demo answer longer, as [fault:long:N] asked. "
+# A filler word of about a kilobyte: a long answer streams in about a thousand chunks a megabyte, not a
+# hundred and fifty thousand (the stream is cut into words).
+_FILLER = "filler-" * 146 + "filler "
 
 
 def lengthened(reply: Reply, chars: int) -> Reply:
-    """A text reply grown to at least ``chars`` characters with filler sentences; tool calls stay as they are."""
+    """A text reply grown to exactly ``chars`` characters with filler words; tool calls stay as they are."""
     if reply.text is None or len(reply.text) >= chars:
         return reply
     missing = chars - len(reply.text) - 1

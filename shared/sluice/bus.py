@@ -146,6 +146,10 @@ class Bus:
                     "nats_permission_denied", f"NATS refused identity {self.state.identity} publish to {subject}"
                 ) from exc
             raise Unavailable("nats_unavailable", f"publish to {subject} failed: {type(exc).__name__}") from exc
+        except nats.errors.MaxPayloadError as exc:
+            too_big = limits.refused_for_size(exc, f"publish to {subject}", limits.store_of_subject(subject))
+            assert too_big is not None
+            raise too_big from exc
         except nats.js.errors.APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise LogMovedOn("log_moved_on", f"publish to {subject} refused: {exc.description}") from exc

@@ -24,6 +24,7 @@ Provisioning raises a limit in place and never lowers one by itself (it refuses,
 
 from __future__ import annotations
 
+from nats.errors import MaxPayloadError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
@@ -127,6 +128,8 @@ def lowered_limits(have: StreamConfig, want: StreamConfig) -> list[str]:
 def refused_for_size(exc: BaseException, what: str, store: str) -> StorageFull | InvalidInput | None:
     """A JetStream answer that refused a write for its size, as the error to raise at once (retrying cannot help);
     None for any other answer. `what` is the write, `store` the stream or bucket (`store_named`)."""
+    if isinstance(exc, MaxPayloadError):  # the client's own check, before the server's: over its max_payload
+        return InvalidInput("message_too_large", f"{what}: larger than the NATS server accepts (max_payload)")
     if not isinstance(exc, APIError):
         return None
     code = getattr(exc, "err_code", None)  # some subclasses (KeyNotFoundError) never set it

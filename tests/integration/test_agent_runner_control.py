@@ -182,6 +182,19 @@ async def test_a_cut_completed_record_without_its_event_gets_the_whole_answer_fr
     assert isinstance(events[-1], TaskCompleted) and events[-1].data.output == answer
 
 
+async def test_an_answer_too_large_for_one_event_fails_the_task_at_once(stack: RunnerStack) -> None:
+    """Over the 1 MiB an event may be, `llm.completed` cannot be logged; every attempt would meet the same, so the
+    task fails on the first, saying why, instead of crashing until the poison limit."""
+    task = await submit(stack.bus, f"tell me a story [fault:long:1100000] ({uuid.uuid4().hex[:6]})")
+    events = await wait_for_end(stack.bus, task)
+    types = types_of(events)
+    assert types[-1] == "task.failed" and types.count("task.started") == 1, types
+    [failed] = data_of(events, "task.failed")
+    assert failed.error.code == "event_too_large" and "sluice.evt." in failed.error.message, failed
+    record = await record_of(stack.bus, task)
+    assert record.state == "failed" and record.error is not None and record.error.code == "event_too_large"
+
+
 async def test_work_for_a_finished_task_is_dropped(stack: RunnerStack) -> None:
     task = await submit(stack.bus, f"what is 2*2? ({uuid.uuid4().hex[:6]})")
     events = await wait_for_end(stack.bus, task)

@@ -156,7 +156,8 @@ def test_fault_markers_parse_from_text_and_header() -> None:
 def test_the_long_marker_lengthens_a_text_reply_to_exactly_its_size_and_leaves_tool_calls() -> None:
     assert parse_faults("tell me [fault:long:100000]").long_chars == 100_000
     text = lengthened(Reply(text="I am the demo."), 100_000).text
-    assert text is not None and len(text) == 100_000 and text.startswith("I am the demo. This sentence")
+    assert text is not None and len(text) == 100_000 and text.startswith("I am the demo. filler-filler")
+    assert len(text_pieces(text)) < 120  # about a kilobyte a piece: a long answer streams in few chunks
     assert lengthened(Reply(text="already long enough"), 5) == Reply(text="already long enough")
     calls = Reply(text=None, tool_calls=(PlannedCall("calculator", "{}"),))
     assert lengthened(calls, 1000) == calls
