@@ -62,7 +62,10 @@ async def test_every_kind_of_stream_counts_and_a_refused_one_creates_nothing(edg
         message = {"role": "ROLE_USER", "messageId": uuid.uuid4().hex, "parts": [{"text": "hi"}]}
         rpc = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {"message": message}}
         refused_send = await client.post("/a2a", json=rpc, headers={"A2A-Version": "1.0"})
-        assert "tenant_limit" in refused_send.text
+        assert "tenant_limit" in refused_send.text and "-32603" in refused_send.text
+        rest = await client.post("/a2a/rest/message:stream", json={"message": message}, headers={"A2A-Version": "1.0"})
+        assert rest.status_code == 429, rest.text
+        assert rest.json()["error"]["details"][0]["reason"] == "TENANT_LIMIT" and "tenant_limit" in rest.text
         assert await published(bus) == before, "a refused stream created a task"
         # Create-and-stream at the limit: the task is created, and answered as its record.
         created = await client.post("/v1/tasks", json={"input": "x"}, headers={"Accept": "text/event-stream"})

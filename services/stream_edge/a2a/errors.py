@@ -5,8 +5,12 @@
     ├── NotFound                    TaskNotFoundError         -32001 / 404
     ├── Conflict                    UnsupportedOperationError -32004 / 400 (callers map the cases they know better,
     │                                                                     e.g. cancel → TaskNotCancelableError)
-    └── Unavailable, RateLimited,   InternalError             -32603 / 500, `data.retryAfterSeconds` when known
-        anything else                                         (A2A has no error for "retry later")
+    ├── RateLimited                 TenantLimitError          -32603 / 429, `data.retryAfterSeconds`
+    └── Unavailable, anything else  InternalError             -32603 / 500, `data.retryAfterSeconds` when known
+
+A2A has no error for "retry later". A tenant at its limit (CONTRACT §8) is `TenantLimitError`, registered in the
+SDK's public error tables below: the JSON-RPC binding answers it with the SDK's code for unknown errors (-32603),
+the HTTP+JSON binding with 429 and the reason `TENANT_LIMIT`.
 
 The Sluice error code travels in the error's `data` (`google.rpc.ErrorInfo` metadata in the SDK's typed details),
 so a client can tell `task_terminal` from `task_not_waiting`.
@@ -19,7 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from a2a.utils.errors import (
+    A2A_ERROR_MAPPING,
+    A2A_ERROR_REASONS,
+    A2A_REASON_TO_ERROR,
     A2AError,
+    ErrorMapping,
     InternalError,
     InvalidParamsError,
     TaskNotFoundError,
@@ -28,7 +36,17 @@ from a2a.utils.errors import (
 
 from sluice.errors import Conflict, InvalidInput, NotFound, RateLimited, SluiceError, Unavailable
 
-__all__ = ["a2a_error", "translated", "translated_stream"]
+__all__ = ["TenantLimitError", "a2a_error", "translated", "translated_stream"]
+
+
+class TenantLimitError(A2AError):
+    message = "A per-tenant limit is reached; retry later"
+
+
+_TENANT_LIMIT = ErrorMapping(429, "RESOURCE_EXHAUSTED", "TENANT_LIMIT")
+A2A_ERROR_MAPPING[TenantLimitError] = _TENANT_LIMIT
+A2A_ERROR_REASONS[TenantLimitError] = _TENANT_LIMIT.reason
+A2A_REASON_TO_ERROR[_TENANT_LIMIT.reason] = TenantLimitError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,6 +55,7 @@ _TABLE: tuple[tuple[type[SluiceError], type[A2AError]], ...] = (
     (InvalidInput, InvalidParamsError),
     (NotFound, TaskNotFoundError),
     (Conflict, UnsupportedOperationError),
+    (RateLimited, TenantLimitError),
 )
 
 
