@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 from starlette.types import Send
@@ -22,13 +20,10 @@ from starlette.types import Send
 from sluice.clock import now_iso
 from sluice.errors import Unavailable
 from sluice.events import TaskRecord
-from sluice.ids import parse_event_id
 from stream_edge.streaming import opening
-from stream_edge.streaming.counters import Counters
+from stream_edge.streaming.context import StreamContext
 from stream_edge.streaming.encodings import encode_batch
 from stream_edge.streaming.feed import Feed
-from stream_edge.streaming.feeds import FeedRegistry
-from stream_edge.streaming.link import Link
 from stream_edge.streaming.reader import Batch, LogReader
 from stream_edge.streaming.request import StreamRequest
 from stream_edge.streaming.ring import Subscriber
@@ -38,17 +33,6 @@ __all__ = ["ClientStream", "StreamContext"]
 log = logging.getLogger(__name__)
 
 NEVER_SERVED_S = 60.0  # a stream prepared but never run (its request died in between) is released after this
-
-
-@dataclass(frozen=True, slots=True)
-class StreamContext:
-    """What a client stream may use: one instance shared by every stream of a process."""
-
-    link: Link
-    feeds: FeedRegistry
-    counters: Counters
-    retry_ms: int
-    release: Callable[[ClientStream], None]  # the stream is over: forget it
 
 
 class CatchUp(Enum):
@@ -84,33 +68,11 @@ class ClientStream:
     # ------------------------------------------------------------------ before the response
 
     async def prepare(self, snapshot: TaskRecord | None, first_seq: int | None = None) -> None:
-        if self.follow and snapshot is None and first_seq is not None and self.sub.last_seq < first_seq:
-            self.sub.last_seq = first_seq - 1  # the same position: nothing of the task lies before first_seq
-            fresh = self._ctx.feeds.feed_for(self.task_id, first_seq - 1)
-            if fresh.covers(first_seq - 1):
-                fresh.attach(self.sub)
-                self.feed = fresh
-                return
-        if snapshot is not None:
-            self._preamble.append(opening.snapshot_frame(self.encoding, snapshot))
-            self.sub.last_seq = parse_event_id(snapshot.last_event_id or "0")
-        after = self.sub.last_seq
-        feed = self._ctx.feeds.live(self.task_id)
-        if self.follow and feed is not None and feed.covers(after):
-            feed.attach(self.sub)  # near the head: the feed's ring has everything after `after`
-            self.feed = feed
-            return
-        reader = self.reader = LogReader(self._ctx.link, self.task_id, self.sub.wake)
-        reader.start(after)
-        first = await opening.first_batch(reader, self.task_id, self._wait_to_open)
-        self._ctx.counters.catchup_replays += 1
-        if first is not None:
-            gap = await opening.gap_frame(self._ctx.link, self.encoding, self.task_id, after, first)
-            if gap is not None:
-                self._preamble.append(gap)
-                self._ctx.counters.gaps_served += 1
-        elif after > 0:
-            self._end_at_once = await opening.past_terminal(self._ctx.link, self.task_id, after)
+        opened = await opening.open_stream(
+            self._ctx, self.sub, self.task_id, self.follow, snapshot, first_seq, self._wait_to_open
+        )
+        self._preamble += opened.frames
+        self.feed, self.reader, self._end_at_once = opened.feed, opened.reader, opened.past_end
 
     # ------------------------------------------------------------------ the response (response.py runs it)
 
