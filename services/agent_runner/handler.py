@@ -202,6 +202,7 @@ class _Attempt:
         self.tlog: TaskLog | None = None
         self.attempt = 0  # ours once the record says so
         self.started = False
+        self.held = True  # until the attempt's run ends
 
     async def handle(self) -> None:
         ctx, task_id = self.ctx, self.task_id
@@ -339,6 +340,7 @@ class _Attempt:
         try:
             await asyncio.wait([run, *watchers], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.held = False  # the heartbeat ends on this too: a cancel can be lost (see _heartbeat)
             for task in (run, *watchers):
                 task.cancel()
             await asyncio.wait([run, *watchers])
@@ -352,9 +354,14 @@ class _Attempt:
 
     async def _heartbeat(self) -> None:
         """Keeps the message ours (in_progress) and, every third beat, notices in the record a cancel that no ctl
-        notice announced, or a later attempt that took the task over (then raises Superseded)."""
+        notice announced, or a later attempt that took the task over (then raises Superseded).
+
+        It stops when the attempt ends (`held` false), not only when cancelled: under Python 3.11 a cancel that
+        comes as a NATS request's answer arrives is lost (nats-py waits with `asyncio.wait_for`, which then returns
+        the answer), and a heartbeat that beat on would keep a finished attempt's message in progress for ever —
+        the task stuck `working` with nobody working on it."""
         beats = 0
-        while True:
+        while self.held:
             await asyncio.sleep(self.ctx.settings.heartbeat_s)
             beats += 1
             try:
@@ -363,6 +370,8 @@ class _Attempt:
             except (nats.errors.Error, SluiceError) as exc:  # a NATS hiccup: the next beat may get through
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            if not self.held:
+                return  # the attempt ended during this beat (its cancel lost): nothing more to keep or notice
             if record is not None and record.attempt != self.attempt:
                 raise Superseded("superseded", f"the record is held by attempt {record.attempt} ({record.runner})")
             if record is not None and record.terminal:
