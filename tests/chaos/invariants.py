@@ -60,7 +60,8 @@ def check_client(frames: list[StreamFrame], entries: list[LogEntry]) -> list[str
 
 @dataclass
 class Takeover:
-    """A task.started of a later attempt: who ran the task before, and when the new attempt started."""
+    """A task.started of a later attempt that replaced a runner holding the task (not the resume of an answered
+    question, which starts an attempt too): who ran the task before, and when each attempt started."""
 
     task_id: str
     previous_runner: str
@@ -72,6 +73,9 @@ def takeovers(task_id: str, entries: list[LogEntry], epoch: Any) -> list[Takeove
     out = []
     previous: tuple[str, float] | None = None
     for entry in entries:
+        if entry.type == "task.resumed":
+            previous = None  # the next attempt runs the answer: nobody was replaced
+            continue
         if entry.type != "task.started":
             continue
         event: Any = entry.decode()

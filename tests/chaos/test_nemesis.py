@@ -5,7 +5,9 @@ step's tokens add up) and every client's stream, resumed across edges, against t
 
 Seeded: SLUICE_CHAOS_SEED=<n> replays a run's choices (timing still varies). SLUICE_CHAOS_SHORT=1 is the short
 form CI runs. Prints the faults injected, the violations (must be 0), the tasks failed by faults (must be 0) and
-the failover times (a runner's kill or freeze → the next attempt's task.started): p50 / p99 / max.
+the failover times (a runner's kill, freeze or restart → the next attempt's task.started): p50 / p99 / max of
+the takeovers that had another runner live and every NATS node up, and apart from them those that did not (the
+other runner out too leaves nobody to take over; a lost NATS node stops JetStream while it elects new leaders).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,8 +33,8 @@ from support.cluster import ClusterStack, ResumingClient, StreamBroken, wait_hea
 from support.edge import FrameReader, StreamFrame
 from support.nats_server import NatsCluster, running_cluster
 
-from .invariants import check_client, check_log, takeovers
-from .nemesis import AGENT_RUNNERS, TOOL_RUNNERS, Nemesis
+from .invariants import Takeover, check_client, check_log, takeovers
+from .nemesis import AGENT_RUNNERS, TOOL_RUNNERS, Fault, Nemesis
 
 SEED = int(os.environ.get("SLUICE_CHAOS_SEED") or random.randrange(1_000_000))
 SHORT = os.environ.get("SLUICE_CHAOS_SHORT") == "1"
@@ -53,8 +56,15 @@ pytestmark = [pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    with running_cluster(3, tmp_path_factory.mktemp("chaos-nats")) as nodes:
-        yield nodes
+    root = tmp_path_factory.mktemp("chaos-nats")
+    with running_cluster(3, root) as nodes:
+        try:
+            yield nodes
+        finally:  # the nodes' stores go with the cluster; their logs (every run of each node) stay for a post-mortem
+            (root / "logs").mkdir()
+            for server in nodes.servers:
+                for log in server.logs():
+                    shutil.copy(log, root / "logs" / log.name)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +164,24 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+def _failover(takeover: Takeover, faults: list[Fault]) -> tuple[float, Fault, list[Fault]] | None:
+    """How long after the fault that hit the previous runner while it held the task (the last, if several did) the
+    next attempt started, that fault, and the faults that were also under way then and could slow the takeover:
+    the other agent-runner out (nobody left to take over) or a NATS node lost (JetStream electing new leaders)."""
+    hits = [f for f in faults if f.runner_id == takeover.previous_runner
+            and takeover.previous_started_at <= f.at <= takeover.started_at]  # fmt: skip
+    if not hits:
+        return None
+    hit = hits[-1]
+    others = [f for f in faults if f is not hit and f.during(hit.at, takeover.started_at)
+              and (f.kind == "node-kill" or (f.target in AGENT_RUNNERS and f.target != hit.target))]  # fmt: skip
+    return takeover.started_at - hit.at, hit, others
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
@@ -182,7 +210,8 @@ async def test_nemesis(sluice: ClusterStack, cluster: NatsCluster, bus: Bus) -> 
 
         violations: list[str] = []
         failed: list[str] = []
-        failovers: list[float] = []
+        clean: list[tuple[float, str]] = []  # failovers with another runner live and every NATS node up
+        overlapped: list[tuple[float, str]] = []  # the others: nothing could take over, or NATS was electing
         for task in tasks:
             if task.client is None:
                 violations.append(f"{task.kind}: never submitted: {task.error}")
@@ -196,13 +225,16 @@ async def test_nemesis(sluice: ClusterStack, cluster: NatsCluster, bus: Bus) -> 
             if not entries or entries[-1].type != "task.completed":
                 failed.append(f"{where}: {entries[-1].type if entries else 'no log'} {entries[-1].payload[:200]!r}")
             for takeover in takeovers(task.client.task_id, entries, _epoch):
-                faults = [f.at for f in nemesis.faults if f.runner_id == takeover.previous_runner]
-                before = [t for t in faults if t <= takeover.started_at]
-                if before:
-                    failovers.append(takeover.started_at - max(before))
+                if (failover := _failover(takeover, nemesis.faults)) is not None:
+                    took, hit, others = failover
+                    line = f"{took:.2f} s: {where}: {hit.kind} {hit.target} at {_clock(hit.at)}"
+                    if others:
+                        line += " while " + ", ".join(f"{f.kind} {f.target} at {_clock(f.at)}" for f in others)
+                    (overlapped if others else clean).append((took, line))
 
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(nemesis.counts().items()))
     print(f"faults injected: {len(nemesis.faults)} ({counts}) over {took_s:.0f} s")
+    violations += [f"did not come back: {line}" for line in nemesis.unrecovered]
     print(f"invariant violations: {len(violations)}")
     for line in violations[:20]:
         print(f"  {line}")
@@ -211,10 +243,15 @@ async def test_nemesis(sluice: ClusterStack, cluster: NatsCluster, bus: Bus) -> 
         print(f"submissions whose Idempotency-Key was orphaned by a fault (retried with a new key): {orphaned}")
     for line in failed[:10]:
         print(f"  {line}")
-    if failovers:
-        print(f"failover (runner kill/freeze → next task.started), {len(failovers)} takeovers: "
-              f"p50 {statistics.median(failovers):.2f} s, p99 {_pct(failovers, 0.99):.2f} s, "
-              f"max {max(failovers):.2f} s")  # fmt: skip
+    for label, measured in (("with another runner live and every NATS node up", clean),
+                            ("while the other runner or a NATS node was out too", overlapped)):  # fmt: skip
+        if measured:
+            took = [t for t, _ in measured]
+            figures = f"p50 {statistics.median(took):.2f} s, p99 {_pct(took, 0.99):.2f} s, max {max(took):.2f} s"
+            print(f"failover (a runner's kill/freeze/restart → next task.started) {label}: {len(took)} takeovers, "
+                  f"{figures}")  # fmt: skip
+            for _, line in sorted(measured, reverse=True)[:3]:
+                print(f"  {line}")
     assert len(nemesis.faults) >= MIN_FAULTS
     assert not violations, violations[:5]
     assert not failed, failed[:5]

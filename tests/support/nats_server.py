@@ -87,8 +87,8 @@ class NatsServer:
         if self.cluster_port is not None:
             args += ["--cluster_name", "sluice-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
             args += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
-        if self.log_path.exists():
-            self.log_path.unlink()
+        if self.log_path.exists():  # a restart: the last run's log is kept beside the new one, numbered
+            self.log_path.rename(self.log_path.with_name(f"{self.name}.{len(self.logs())}.log"))
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_for_log("Server is ready", timeout_s)
 
@@ -107,6 +107,12 @@ class NatsServer:
                 return
             time.sleep(0.02)
         raise TimeoutError(f"nats-server not ready after {timeout_s}s: {self._log_tail()}")
+
+    def logs(self) -> list[Path]:
+        """This node's logs, one per run, the current one last."""
+        earlier = sorted(self.store_dir.glob(f"{self.name}.*.log"), key=lambda p: int(p.suffixes[-2][1:]))
+        current = self.store_dir / f"{self.name}.log"
+        return [*earlier, current] if current.exists() else earlier
 
     def _log_tail(self) -> str:
         if self.log_path and self.log_path.exists():
