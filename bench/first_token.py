@@ -28,8 +28,6 @@ import httpx
 
 from bench.procs import free_port
 from bench.runner_pipeline import PROMPT, base_env, direct_sdk, nats_server, percentile, service, table
-from sluice.admin import provision_as_admin
-from sluice.config import CommonConfig
 
 __all__ = ["main"]
 
@@ -77,7 +75,6 @@ async def through_edge(url: str, runs: int) -> tuple[float, float, dict[str, flo
 def measure(runs: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-ttft-") as tmp, nats_server() as nats:
         logs = Path(tmp)
-        asyncio.run(provision_as_admin(CommonConfig(nats_urls=(nats.url,))))  # services only check the layout
         demo_port, edge_port = free_port(), free_port()
         env = base_env(nats.url, demo_port, SLUICE_HTTP_PORT=str(edge_port))
         with (

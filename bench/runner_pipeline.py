@@ -30,6 +30,7 @@ import openai
 from agent_runner.settings import DEFAULT_DELTA_WINDOW_MS
 from bench.procs import cpu_seconds, free_port
 from sluice import msgids, subjects
+from sluice.admin import provision_as_admin
 from sluice.bus import Bus, connect
 from sluice.clock import now_iso
 from sluice.config import CommonConfig
@@ -88,7 +89,9 @@ def nats_server() -> Iterator[Nats]:
                 if popen.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("nats-server did not start")
                 time.sleep(0.05)
-            yield Nats(f"nats://127.0.0.1:{port}", popen.pid)
+            url = f"nats://127.0.0.1:{port}"
+            asyncio.run(provision_as_admin(CommonConfig(nats_urls=(url,))))  # services only check the layout
+            yield Nats(url, popen.pid)
         finally:
             popen.terminate()
             popen.wait(10)
