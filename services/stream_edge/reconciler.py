@@ -7,6 +7,9 @@ not `task.canceled`. Such a task has no work message in SLUICE_WORK — a task a
 one, always has one — so that is what the reconciler looks for:
 
     record submitted | working, unchanged for grace_s, no work message ─▶ a new work message (any runner takes it)
+    record input-required, unchanged for grace_s, its question answered in the log (`task.resumed` after the last
+        `task.input_required`: the answer was stored, then the edge died) ─▶ the resume finished: record working,
+                                                                  and the work message the edge would have sent
     record canceled | failed, changed within the last hour, no terminal event in the log ─▶ the terminal event
                                                                   (through the log guard: never a second one)
     a task counted among its tenant's unfinished ones (sluice.active_tasks) whose record is terminal, or that has
@@ -50,6 +53,7 @@ from sluice.guard import LogGuard
 from sluice.ids import is_task_id
 from sluice.logs import task_scope
 from sluice.messages import WorkMessage
+from stream_edge import logview
 from stream_edge.commands import TaskService
 
 __all__ = ["LEASE_KEY", "LEASE_S", "Lease", "Reconciler"]
@@ -172,9 +176,34 @@ class Reconciler:
                 await self.tasks.bus.publish(subjects.work(record.id), encode(work), msg_id=msg_id)
                 log.warning("stranded %s task re-enqueued", record.state, extra={"stranded_s": round(age_s, 1)})
                 return True
+            if record.state == "input-required":
+                return await self._finish_resume(record)
             if record.state in ("canceled", "failed") and age_s < _ENDS_LOOKED_AT_S:
                 return await self._end(record)
         return False
+
+    async def _finish_resume(self, record: TaskRecord) -> bool:
+        """An answer stored in the log whose record and work message never followed (the edge died, or NATS went
+        away, between them): nothing else will ever move the task — a client's retry of the answer would be told
+        the question is answered. Does what the edge would have done next, with its own message ids."""
+        bus = self.tasks.bus
+        ask = await logview.last_of_type(bus, record.id, "task.input_required")
+        answer = await logview.last_of_type(bus, record.id, "task.resumed")
+        if ask is None or answer is None or answer.seq < ask.seq:
+            return False  # waiting for its answer, as it should
+
+        def resume(current: TaskRecord) -> TaskRecord | None:
+            if current.state != "input-required":
+                return None  # its writer caught up meanwhile
+            return msgspec.structs.replace(current, state="working", last_event_id=str(answer.seq))
+
+        before, _ = await self.tasks.store.update(record.id, resume)
+        if before.state != "input-required":
+            return False
+        work = WorkMessage(task_id=record.id, reason="resumed")
+        await bus.publish(subjects.work(record.id), encode(work), msg_id=msgids.run_resumed(record.id, ask.seq))
+        log.warning("answered task's resume finished", extra={"asked_at": ask.seq, "answered_at": answer.seq})
+        return True
 
     async def _end(self, record: TaskRecord) -> bool:
         lifecycle = subjects.lifecycle_of_task(record.id)

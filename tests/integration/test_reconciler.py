@@ -52,6 +52,24 @@ class NatsStopsAtTheWorkPublish:
         return await self._bus.publish(subject, payload, **kwargs)
 
 
+class NatsStopsAfterTheAnswer:
+    """The real bus, but NATS is stopped right after `task.resumed` is stored: the edge's next steps (checking the
+    stored answer, the record, the work message) all fail, as if the edge had died there."""
+
+    def __init__(self, bus: Bus, server: NatsServer) -> None:
+        self._bus = bus
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def publish(self, subject: str, payload: bytes, **kwargs: Any) -> int:
+        seq = await self._bus.publish(subject, payload, **kwargs)
+        if subject.endswith(".task.resumed"):
+            self._server.stop()
+        return seq
+
+
 @pytest.fixture
 async def own_nats(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, Bus, TaskStore]]:
     with running_server(tmp_path) as server:
@@ -148,6 +166,52 @@ async def test_cancel_of_a_working_task_whose_resume_died_half_way_publishes_tas
     types = [e.type async for e in read_log(bus, record.id)]
     assert types[-2:] == ["task.resumed", "task.canceled"], types
     assert canceled.state == "canceled" and canceled.last_event_id is not None
+
+
+async def asked(service: TaskService, store: TaskStore, bus: Bus) -> str:
+    """A task a runner took and that asked a question: `task.input_required` stored, the record `input-required`."""
+    record = await service.submit(TaskSubmittedData(input="ask me", agent="assistant", history=[], metadata={}))
+    await bus.js.purge_stream(subjects.WORK_STREAM)
+    await store.update(record.id, lambda r: msgspec.structs.replace(r, state="working"))
+    data = TaskInputRequiredData(prompt="Which city?", kind="question")
+    seq = await EventWriter(bus, "agent-runner").emit(TaskInputRequired, record.id, data, msg_id=f"{record.id}:ask")
+    await store.update(record.id, lambda r: msgspec.structs.replace(r, state="input-required", last_event_id=str(seq)))
+    return record.id
+
+
+async def test_an_answer_stored_just_before_the_edge_lost_nats_is_carried_on_by_the_reconciler(
+    own_nats: tuple[NatsServer, Bus, TaskStore],
+) -> None:
+    """`task.resumed` is in the log but the record still says `input-required` and no work message exists: the
+    question is answered (a retry of the answer is refused), yet nothing would ever run the task again."""
+    server, bus, store = own_nats
+    task_id = await asked(TaskService(bus, store, any_agent), store, bus)
+    flaky = TaskService(NatsStopsAfterTheAnswer(bus, server), store, any_agent)  # type: ignore[arg-type]
+    with pytest.raises(Unavailable):
+        await flaky.provide_input(task_id, text="Paris")
+    await back(server, bus)
+    assert (await store.get(task_id)).state == "input-required"
+    assert [e.type async for e in read_log(bus, task_id)][-2:] == ["task.input_required", "task.resumed"]
+    assert await work_messages(bus, task_id) == []
+
+    repair = reconciler(bus, store, await bus.js.key_value(subjects.LEASES_BUCKET), grace_s=0.0)
+    assert await repair.lease.hold()
+    assert await repair.sweep() == 1
+    record = await store.get(task_id)
+    assert record.state == "working", "the resume the edge began is finished"
+    resumed = [e async for e in read_log(bus, task_id) if e.type == "task.resumed"]
+    assert len(resumed) == 1 and record.last_event_id == str(resumed[0].seq)
+    assert await work_messages(bus, task_id) == ["resumed"], "a runner takes the task up from the answer"
+    assert await repair.sweep() == 0, "done once"
+
+
+async def test_a_task_waiting_for_its_answer_is_left_waiting(own_nats: tuple[NatsServer, Bus, TaskStore]) -> None:
+    _, bus, store = own_nats
+    task_id = await asked(TaskService(bus, store, any_agent), store, bus)
+    repair = reconciler(bus, store, await bus.js.key_value(subjects.LEASES_BUCKET), grace_s=0.0)
+    assert await repair.lease.hold()
+    assert await repair.sweep() == 0
+    assert (await store.get(task_id)).state == "input-required" and await work_messages(bus, task_id) == []
 
 
 async def test_one_reconciler_holds_the_lease_and_another_takes_it_when_it_lapses(
