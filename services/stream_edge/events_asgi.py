@@ -81,7 +81,19 @@ class DetachedStreams:
             raise
         response, slot.response = slot.response, None
         if response is not None:
+            _forget_request(scope)
             await response.run_body(receive, send)
+
+
+_KEPT = frozenset({"type", "asgi", "http_version", "method", "scheme", "path", "root_path"})
+
+
+def _forget_request(scope: Scope) -> None:
+    """The head has gone out and every check has run: what the request brought (its headers, the caller and the
+    rest of `state`, the route, the app) is no longer needed, but the server keeps the scope for as long as the
+    stream lasts. Dropping it saves about a kilobyte per idle stream."""
+    for key in [k for k in scope if k not in _KEPT]:
+        del scope[key]
 
 
 def _flag(request: Request, name: str, default: bool) -> bool:
