@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 from sluice import jsapi, subjects
 from sluice.bus import Bus
 from sluice.errors import RateLimited, Unavailable
+from sluice.records import open_bucket, patiently
 
 __all__ = ["REFRESH_S", "RETRY_AFTER_S", "OpenStreams", "StreamHold"]
 
@@ -77,11 +78,13 @@ class OpenStreams:
         if not self.limit:
             return
         loaded = asyncio.Event()
+        # An edge that starts while NATS elects a leader for the bucket's stream waits the election out (as for
+        # every other bucket it opens) instead of exiting; then the counts must load within timeout_s.
+        kv = self._kv = await open_bucket(self.bus.js, subjects.LIMITS_BUCKET)
+        watcher = await patiently("watching open-stream counts", lambda: kv.watch(subjects.open_streams_keys()), 60.0)
+        self._watcher = watcher
         try:
             async with asyncio.timeout(timeout_s):
-                self._kv = await self.bus.js.key_value(subjects.LIMITS_BUCKET)
-                watcher = await self._kv.watch(subjects.open_streams_keys())
-                self._watcher = watcher
                 self._tasks.append(asyncio.create_task(self._follow(watcher, loaded), name="open-streams-watch"))
                 await loaded.wait()
         except (nats.errors.Error, TimeoutError) as exc:
