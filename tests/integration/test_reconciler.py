@@ -9,7 +9,7 @@ These tests own their nats-server: stopping it must not disturb other tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,38 +36,36 @@ from support.nats_server import NatsServer, running_server
 pytestmark = pytest.mark.timeout(120)
 
 
-class NatsStopsAtTheWorkPublish:
-    """The real bus, but the publish of a work message finds NATS gone: stopped right then."""
+class NatsStops:
+    """The real bus, but NATS is stopped at one publish: before it is sent (`before`) or once it is stored."""
 
-    def __init__(self, bus: Bus, server: NatsServer) -> None:
+    def __init__(self, bus: Bus, server: NatsServer, *, at: Callable[[str], bool], before: bool) -> None:
         self._bus = bus
         self._server = server
+        self._at = at
+        self._before = before
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)
 
     async def publish(self, subject: str, payload: bytes, **kwargs: Any) -> int:
-        if subject.startswith("sluice.run."):
+        if self._before and self._at(subject):
             self._server.stop()
-        return await self._bus.publish(subject, payload, **kwargs)
-
-
-class NatsStopsAfterTheAnswer:
-    """The real bus, but NATS is stopped right after `task.resumed` is stored: the edge's next steps (checking the
-    stored answer, the record, the work message) all fail, as if the edge had died there."""
-
-    def __init__(self, bus: Bus, server: NatsServer) -> None:
-        self._bus = bus
-        self._server = server
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bus, name)
-
-    async def publish(self, subject: str, payload: bytes, **kwargs: Any) -> int:
         seq = await self._bus.publish(subject, payload, **kwargs)
-        if subject.endswith(".task.resumed"):
+        if not self._before and self._at(subject):
             self._server.stop()
         return seq
+
+
+def stops_at_the_work_publish(bus: Bus, server: NatsServer) -> NatsStops:
+    """The publish of a work message finds NATS gone: stopped right then."""
+    return NatsStops(bus, server, at=lambda subject: subject.startswith("sluice.run."), before=True)
+
+
+def stops_after_the_answer(bus: Bus, server: NatsServer) -> NatsStops:
+    """NATS is stopped right after `task.resumed` is stored: the edge's next steps (checking the stored answer, the
+    record, the work message) all fail, as if the edge had died there."""
+    return NatsStops(bus, server, at=lambda subject: subject.endswith(".task.resumed"), before=False)
 
 
 @pytest.fixture
@@ -111,7 +109,7 @@ async def test_a_submission_whose_work_publish_died_is_reenqueued_by_the_reconci
     own_nats: tuple[NatsServer, Bus, TaskStore],
 ) -> None:
     server, bus, store = own_nats
-    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store, any_agent)  # type: ignore[arg-type]
+    flaky = TaskService(stops_at_the_work_publish(bus, server), store, any_agent)  # type: ignore[arg-type]
     request = TaskSubmittedData(input="stranded?", agent="assistant", history=[], metadata={})
     with pytest.raises(Unavailable):
         await flaky.submit(request)
@@ -156,7 +154,7 @@ async def test_cancel_of_a_working_task_whose_resume_died_half_way_publishes_tas
     seq = await EventWriter(bus, "agent-runner").emit(TaskInputRequired, record.id, data, msg_id=f"{record.id}:ask")
     await store.update(record.id, lambda r: msgspec.structs.replace(r, state="input-required", last_event_id=str(seq)))
 
-    flaky = TaskService(NatsStopsAtTheWorkPublish(bus, server), store, any_agent)  # type: ignore[arg-type]
+    flaky = TaskService(stops_at_the_work_publish(bus, server), store, any_agent)  # type: ignore[arg-type]
     with pytest.raises(Unavailable):
         await flaky.provide_input(record.id, text="Paris")
     await back(server, bus)
@@ -186,7 +184,7 @@ async def test_an_answer_stored_just_before_the_edge_lost_nats_is_carried_on_by_
     question is answered (a retry of the answer is refused), yet nothing would ever run the task again."""
     server, bus, store = own_nats
     task_id = await asked(TaskService(bus, store, any_agent), store, bus)
-    flaky = TaskService(NatsStopsAfterTheAnswer(bus, server), store, any_agent)  # type: ignore[arg-type]
+    flaky = TaskService(stops_after_the_answer(bus, server), store, any_agent)  # type: ignore[arg-type]
     with pytest.raises(Unavailable):
         await flaky.provide_input(task_id, text="Paris")
     await back(server, bus)
