@@ -19,7 +19,7 @@ import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
@@ -127,12 +127,15 @@ class TaskStore:
             after = _capped(after)
             after.updated_at = now_iso()
             payload = encode(after)
+            write = _Counted(functools.partial(self.kv.update, task_id, payload, last=revision))
             try:
-                write = functools.partial(self.kv.update, task_id, payload, last=revision)
                 await self._patiently(f"updating task {task_id}", write)
                 return before, after
             except nats.js.errors.KeyWrongLastSequenceError:
-                if await self._holds(task_id, payload):  # our write landed; only its answer was lost
+                # Sent again after a lost answer, our first write may be what is stored now. Only then: another
+                # writer's change can be byte for byte the same as ours (two cancels in the same millisecond),
+                # and that one is not ours to report as done.
+                if write.calls > 1 and await self._holds(task_id, payload):
                     return before, after
                 continue
         raise Unavailable("record_contention", f"task {task_id} record changed {_CAS_ATTEMPTS} times under us")
@@ -167,6 +170,18 @@ class TaskStore:
 
     async def _patiently(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         return await patiently(what, request, self.deadline_s, store=self.store)
+
+
+class _Counted(Generic[T]):
+    """A request that counts how often it was sent."""
+
+    def __init__(self, request: Callable[[], Awaitable[T]]) -> None:
+        self.request = request
+        self.calls = 0
+
+    def __call__(self) -> Awaitable[T]:
+        self.calls += 1
+        return self.request()
 
 
 def _capped(record: TaskRecord) -> TaskRecord:

@@ -3,6 +3,7 @@ no responders, timeouts, and writes that land but whose answer is lost."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -85,6 +86,39 @@ async def test_a_write_whose_answer_was_lost_is_recognised_on_the_retry_not_refu
     assert after.state == "completed"
     key = f"k-{new_task_id()}"
     assert await TaskStore(Electing(kv, lose_answer=True)).claim_idempotency_key(key, record.id) == record.id  # type: ignore[arg-type]
+
+
+class Overtaken:
+    """The real bucket, but another writer's whole change lands between this writer's read and its first write."""
+
+    def __init__(self, kv: KeyValue, other: Callable[[], Awaitable[object]]) -> None:
+        self._kv = kv
+        self._other: Callable[[], Awaitable[object]] | None = other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kv, name)
+
+    async def update(self, *args: Any, **kwargs: Any) -> int:
+        other, self._other = self._other, None
+        if other is not None:
+            await other()
+        seq: int = await self._kv.update(*args, **kwargs)
+        return seq
+
+
+async def test_another_writers_change_identical_to_ours_is_not_taken_for_our_own(
+    kv: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cancels in the same millisecond make byte-identical records: the one that lost the compare-and-set must
+    read the record again (and be refused), not report the winner's write as its own."""
+    monkeypatch.setattr("sluice.records.now_iso", lambda: "2026-12-04T20:00:00.000Z")
+    record = a_record()
+    await TaskStore(kv).create(record)
+    winner = TaskStore(kv)
+    loser = TaskStore(Overtaken(kv, lambda: winner.update(record.id, complete)))  # type: ignore[arg-type]
+    with pytest.raises(Conflict):
+        await loser.update(record.id, complete)
+    assert (await TaskStore(kv).get(record.id)).state == "completed"
 
 
 async def test_a_bucket_that_stays_unreachable_is_unavailable_after_the_deadline(kv: KeyValue) -> None:
