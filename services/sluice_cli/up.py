@@ -34,7 +34,6 @@ from sluice.config import CommonConfig, EnvReader
 from sluice.errors import SluiceError
 from sluice.nats_auth import write_auth
 from sluice.provision import Allow
-from stream_edge.auth.settings import AuthSettings
 
 __all__ = ["main"]
 
@@ -50,7 +49,6 @@ class UpPlan:
     # Each process's own NATS settings (its seed), by service name, and provisioning's ("provision").
     identity_env: dict[str, dict[str, str]]
     # The edge asks callers for credentials (SLUICE_AUTH other than `none`).
-    auth_required: bool = False
     # Where the banner suggests keeping API keys, when the edge runs without them.
     keys_file_hint: Path = Path(".sluice/api-keys")
 
@@ -133,23 +131,13 @@ def plan(environ: dict[str, str]) -> UpPlan:
         edge_url=edge_url,
         demo_url=demo_url,
         identity_env=identity_env,
-        auth_required=_auth_required(r),
         keys_file_hint=data / "api-keys",
     )
 
 
-def _auth_required(r: EnvReader) -> bool:
-    """Whether the edge will ask for credentials, read as the edge reads it (a setting it refuses: the edge says so
-    in its own log, the banner only leaves the key hint out)."""
-    try:
-        return AuthSettings.from_reader(r).required
-    except SluiceError:
-        return True
-
-
-def _auth_lines(up: UpPlan) -> list[str]:
+def _auth_lines(up: UpPlan, auth_required: bool) -> list[str]:
     """How the banner's curl authenticates, and — on an edge that asks for nothing — how to make it ask for keys."""
-    if up.auth_required:
+    if auth_required:
         return ["  auth         on (SLUICE_AUTH): send Authorization: Bearer <key> (sluice keys add --tenant T)"]
     keys = shlex.quote(str(up.keys_file_hint))
     return [
@@ -162,10 +150,12 @@ def _announce(manager: Manager, text: str) -> None:
     manager.events.put(Message(type="line", data=text + "\n", time=datetime.datetime.now(), name="system", colour=None))
 
 
-def _agents_listed(edge_url: str) -> bool:
+def _agents_listed(edge_url: str) -> bool | None:
+    """Whether the edge's catalog lists agents — or None when the edge asks for credentials (up has none: its
+    answer is what says auth is on, read from the edge itself rather than by re-reading its settings here)."""
     response = httpx.get(f"{edge_url}/v1/agents", timeout=1.0)
-    if response.status_code == 401:  # an edge that asks for credentials: up has none, readiness must do
-        return True
+    if response.status_code == 401:
+        return None
     return response.status_code == 200 and bool(response.json().get("agents"))
 
 
@@ -175,7 +165,9 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
     deadline = time.monotonic() + 120
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            if httpx.get(f"{up.edge_url}/readyz", timeout=1.0).status_code == 200 and _agents_listed(up.edge_url):
+            listed = httpx.get(f"{up.edge_url}/readyz", timeout=1.0).status_code == 200 and _agents_listed(up.edge_url)
+            if listed is not False:
+                auth_required = listed is None
                 lines = [
                     "Sluice is up.",
                     f"  web client   {up.edge_url}/",
@@ -184,12 +176,12 @@ def _watch_ready(manager: Manager, up: UpPlan, stop: threading.Event) -> None:
                 ]
                 if up.demo_url:
                     lines.append(f"  demo model   {up.demo_url}/v1  (no OPENAI_API_KEY set)")
-                bearer = "-H 'Authorization: Bearer <key>' " if up.auth_required else ""
+                bearer = "-H 'Authorization: Bearer <key>' " if auth_required else ""
                 lines.append(
                     f"  try          curl -N {bearer}-H 'Accept: text/event-stream' -d '{{\"input\":\"hello\"}}' "
                     f"{up.edge_url}/v1/tasks"
                 )
-                lines.extend(_auth_lines(up))
+                lines.extend(_auth_lines(up, auth_required))
                 lines.append("Press Ctrl-C to stop everything.")
                 _announce(manager, "\n".join(lines))
                 return

@@ -45,6 +45,12 @@ def test_no_service_imports_another_services_package(service: str) -> None:
     assert offenders(ROOT / "services" / service, others) == []
 
 
+def test_the_launcher_starts_services_by_name_and_imports_none() -> None:
+    """`sluice edge` and the rest run a service's `main` by module name; nothing else of a service is the
+    launcher's to read (what an edge will do, `sluice up` asks the edge)."""
+    assert offenders(ROOT / "services" / LAUNCHER, set(SERVICES)) == []
+
+
 def test_the_core_imports_no_service_and_not_the_launcher() -> None:
     assert offenders(ROOT / "shared" / "sluice", {*SERVICES, LAUNCHER}) == []
 
