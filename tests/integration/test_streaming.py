@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ from sluice.ids import new_task_id
 from sluice.provision import provision
 from stream_edge.streaming import StreamRequest, StreamSettings, encodings
 from support.edge_streaming import Frame, HubUnderTest, RawClient, publish, read_stream, serving_hub
-from support.nats_server import running_server
+from support.nats_server import NatsServer, running_server
 from support.waiting import eventually
 
 FAST = StreamSettings(heartbeat_s=1.0)
@@ -312,10 +313,7 @@ async def test_a_stream_still_opening_when_the_hub_stops_is_refused_at_once(tmp_
     reconnects elsewhere. (It used to wait for the read's own timeout, and the edge's graceful shutdown, which is
     shorter, cut it off first: a 500.)"""
     with running_server(tmp_path) as server:
-        config = CommonConfig(nats_urls=(server.url,))
-        own_bus = await connect(config, name="sluice-test-frozen-nats")
-        try:
-            await provision(own_bus.js, config)
+        async with own_provisioned_bus(server, "sluice-test-frozen-nats") as own_bus:
             task_id = new_task_id()
             await publish(own_bus, task_id, ["task.submitted"])
             async with serving_hub(own_bus, FAST) as edge, httpx.AsyncClient(timeout=30) as client:
@@ -330,8 +328,6 @@ async def test_a_stream_still_opening_when_the_hub_stops_is_refused_at_once(tmp_
                     os.kill(server.proc.pid, signal.SIGCONT)
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "shutting_down"
-        finally:
-            await own_bus.close()
 
 
 # ---------------------------------------------------------------------- NATS restart
@@ -339,10 +335,7 @@ async def test_a_stream_still_opening_when_the_hub_stops_is_refused_at_once(tmp_
 
 async def test_a_nats_server_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
-        config = CommonConfig(nats_urls=(server.url,))
-        own_bus = await connect(config, name="sluice-test-restart")
-        try:
-            await provision(own_bus.js, config)
+        async with own_provisioned_bus(server, "sluice-test-restart") as own_bus:
             task_id = new_task_id()
             before = await publish(own_bus, task_id, ["task.submitted", "llm.delta", "llm.delta"])
             async with serving_hub(own_bus, FAST) as edge:
@@ -362,8 +355,18 @@ async def test_a_nats_server_restart_mid_stream_loses_nothing(tmp_path: Path) ->
                 assert result.ended_by_server
                 assert ids(result.events) == before + after
                 assert own_bus.state.reconnects >= 1
-        finally:
-            await own_bus.close()
+
+
+@contextlib.asynccontextmanager
+async def own_provisioned_bus(server: NatsServer, name: str) -> AsyncIterator[Bus]:
+    """A connection of its own to a test's own nats-server (which the test stops or freezes), provisioned."""
+    config = CommonConfig(nats_urls=(server.url,))
+    bus = await connect(config, name=name)
+    try:
+        await provision(bus.js, config)
+        yield bus
+    finally:
+        await bus.close()
 
 
 async def _async(value: bool) -> bool:
