@@ -124,7 +124,9 @@ def create_app(
                 if not provisioned:
                     yield  # stopped while waiting: nothing to serve, nothing to drain
                     return
-            store = TaskStore(await open_bucket(active.js, subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S)
+            store = TaskStore(
+                await open_bucket(active.js, subjects.TASKS_BUCKET), deadline_s=RECORD_DEADLINE_S, js=active.js
+            )
             contexts_kv = await open_bucket(active.js, subjects.CONTEXTS_BUCKET)
             contexts = ContextIndex(contexts_kv, deadline_s=RECORD_DEADLINE_S)
             conversations = Conversations(active, store, contexts)

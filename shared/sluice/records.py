@@ -50,8 +50,9 @@ T = TypeVar("T")
 
 
 class TaskStore:
-    def __init__(self, kv: KeyValue, *, deadline_s: float = 30.0) -> None:
+    def __init__(self, kv: KeyValue, *, deadline_s: float = 30.0, js: JetStreamContext | None = None) -> None:
         self.kv = kv
+        self.js = js  # for listing a tenant's tasks (`tenant_records`)
         self.deadline_s = deadline_s
         self.store = limits.store_named(subjects.TASKS_BUCKET)
 
@@ -71,19 +72,20 @@ class TaskStore:
     async def tenant_records(self, tenant: str, *, concurrency: int = 32) -> list[TaskRecord]:
         """The current record of every task of one tenant, read through the tenant's index keys only (never a
         scan of the bucket): what a listing costs is what that tenant has."""
-        task_ids: list[str] = []
+        # The index keys' subjects, as the stream reports them. (A KV watch stopped at its "nothing pending"
+        # marker can miss every key: nats-py puts that marker first when the consumer's entries are on their way
+        # but not yet received, and the listing came back empty.)
+        if self.js is None:
+            raise RuntimeError("listing a tenant's tasks needs the store's JetStream context (TaskStore(js=...))")
+        prefix = f"$KV.{subjects.TASKS_BUCKET}."
         try:
             async with asyncio.timeout(self.deadline_s):
-                watcher = await self.kv.watch(subjects.tenant_index_keys(tenant), ignore_deletes=True, meta_only=True)
-                try:
-                    async for entry in watcher:
-                        if entry is None:  # the watcher's "that is everything that exists" marker
-                            break
-                        task_ids.append(entry.key.rsplit(".", 1)[-1])
-                finally:
-                    await watcher.stop()
+                info = await self.js.stream_info(
+                    f"KV_{subjects.TASKS_BUCKET}", subjects_filter=prefix + subjects.tenant_index_keys(tenant)
+                )
         except (nats.errors.Error, TimeoutError) as exc:
             raise Unavailable("nats_unavailable", f"listing the tasks of a tenant: {type(exc).__name__}") from exc
+        task_ids = [subject.rsplit(".", 1)[-1] for subject in (info.state.subjects or {})]
         limit = asyncio.Semaphore(concurrency)
 
         async def read(task_id: str) -> TaskRecord | None:

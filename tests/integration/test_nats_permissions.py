@@ -378,10 +378,11 @@ def _event(task_id: str, event_type: str) -> bytes:
 
 
 async def test_the_edge_lists_a_tenants_tasks_through_its_index_on_its_grants(authed: AuthedNats, admin: Bus) -> None:
-    """The per-tenant index (a KV watch of `tn.<tenant>.*`) and the record writes, as the edge identity."""
+    """The per-tenant index (the subjects of `tn.<tenant>.*` in the bucket's stream) and the record writes, as the
+    edge identity."""
     edge = await _as(authed, "edge")
     try:
-        store = TaskStore(await edge.js.key_value(subjects.TASKS_BUCKET))
+        store = TaskStore(await edge.js.key_value(subjects.TASKS_BUCKET), js=edge.js)
         now = "2026-12-03T00:00:00.000Z"
         ids = [new_task_id(), new_task_id()]
         for task_id, tenant in zip(ids, ("perm-a", "perm-b"), strict=True):
